@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv/ if missing and
+# install the package into it (editable) first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+WORKDIR ?= runs/demo
+
+.PHONY: demo test install clean-demo
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Render SynthMARS, prepare it, train, evaluate, print the table. Rerunning resumes (and just
+# prints the table once training is complete); `make clean-demo` starts over.
+demo: $(STAMP)
+	$(PY) -m reid_jax.main --config configs/synth_mars_demo.py --workdir $(WORKDIR)
+
+# pytest exits 5 when it collects no test: that is not a failure of the suite.
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+clean-demo:
+	rm -rf $(WORKDIR)
