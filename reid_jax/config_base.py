@@ -1,0 +1,102 @@
+"""The full set of config keys with their defaults; files in ``configs/`` override what they change.
+
+Every key exists here, so configs are locked (a typo in ``--config.x=y`` fails loudly) and the
+training code never needs ``.get`` with a fallback.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: the research recipe's choices where it has one (ResNet-50 TP on MARS)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_epochs = 520
+    c.num_steps = -1  # > 0 overrides num_epochs
+    c.log_every_steps = 50
+    c.eval_every_epochs = 40.0
+    c.eval_start_epochs = 0.0  # no periodic evaluation before this epoch (the final one always runs)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mars"  # a key of reid_jax.data.builders.DATASETS
+    c.data.raw_dir = "data/MARS"  # the manual download (MARS) or where SynthMARS is rendered
+    c.data.data_dir = "data/tfds"  # prepared array_record datasets
+    c.data.synth = ml_collections.ConfigDict(
+        dict(num_ids=100, height=256, width=128, corruption_rate=0.1, seed=0, length_scale=0.25)
+    )
+    c.data.height = 256
+    c.data.width = 128
+    c.data.seq_len = 4  # T frames per clip
+    c.data.p = 8  # identities per batch
+    c.data.k = 4  # tracklets per identity
+    c.data.frame_sampler = "restricted_random"  # or "random_window"
+    c.data.pad = 10
+    c.data.flip_p = 0.5
+    c.data.erase_p = 0.5
+    c.data.test_sampling = "all"  # "all" frames in chunks of T, or "evenly" (T spread frames)
+    c.data.test_batch_size = 64  # clips per evaluation batch (bounds device memory)
+    c.data.num_workers = 2  # grain worker processes (0 = in the main process)
+    c.data.num_threads = 4  # reader threads per worker
+    c.data.max_bad_frames = 100  # undecodable frames tolerated before the run stops
+
+    c.model = ml_collections.ConfigDict()
+    c.model.arch = "resnet50"
+    c.model.width = 64
+    c.model.last_stride = 1
+    c.model.fusion = "mean"
+    c.model.fusion_kwargs = ml_collections.ConfigDict()
+    c.model.dtype = "float32"
+
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            label_smoothing=0.1,
+            ce_weight=1.0,
+            triplet_weight=1.0,
+            triplet_margin=0.3,
+            triplet_distance="euclidean",
+            triplet_soft=False,
+        )
+    )
+
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            name="adam",
+            lr=3e-4,
+            weight_decay=5e-4,
+            b1=0.9,
+            b2=0.999,
+            warmup_epochs=0.0,
+            warmup_factor=0.01,
+            schedule="step",
+            decay_epochs=[200, 400],
+            decay_factor=0.1,
+            final_factor=0.0,
+            grad_clip_norm=0.0,
+        )
+    )
+
+    c.evals = ml_collections.ConfigDict()
+    c.evals.retrieval = ml_collections.ConfigDict(
+        dict(
+            type="retrieval",
+            protocols=("official", "legacy"),
+            feature="bn",  # "bn" (after BNNeck) or "raw"
+            distance="euclidean",  # or "cosine"
+            normalize=False,
+        )
+    )
+
+    c.checkpoint = ml_collections.ConfigDict(
+        dict(
+            every_steps=1000,
+            keep_last=2,
+            keep_best=True,
+            best_metric="retrieval/official/mAP",
+            keep_eval_steps=True,
+            async_save=True,
+        )
+    )
+    c.mesh = ml_collections.ConfigDict(dict(data=-1))
+    return c

@@ -1,0 +1,28 @@
+"""Entry point: ``python -m reid_jax.main --config configs/<x>.py --workdir DIR [--config.k=v]``.
+
+Trains and periodically evaluates; rerunning the same command resumes from the workdir.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from reid_jax import distributed
+from reid_jax.train.loop import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize()
+    logging.info("config:\n%s", _CONFIG.value)
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,200 @@
+"""``train_and_evaluate``: data, mesh, state, the jitted step, logging, evaluation, checkpoints.
+
+Durations are converted from epochs to steps here and in ``optim`` only. An epoch is one pass of
+the P x K identity sampler (``sampling.pk_epoch``): every training identity once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from reid_jax import parallel
+from reid_jax.data import builders, pipeline, prepare, sampling
+from reid_jax.evaluation import metrics as metrics_lib
+from reid_jax.evaluation.evaluators import make_evaluators
+from reid_jax.models.reid import make_model
+from reid_jax.train import checkpoints, optim
+from reid_jax.train import state as state_lib
+from reid_jax.train import step as step_lib
+from reid_jax.train.writer import MetricWriter
+
+
+def schedule_steps(config: Any, steps_per_epoch: int) -> tuple[int, list[int]]:
+    """Total steps and the evaluation steps (every ``eval_every_epochs`` from
+    ``eval_start_epochs``, and always at the end)."""
+    total = config.num_steps if config.num_steps > 0 else config.num_epochs * steps_per_epoch
+    every = round(config.eval_every_epochs * steps_per_epoch) if config.eval_every_epochs > 0 else 0
+    first = config.eval_start_epochs * steps_per_epoch
+    evals = [s for s in range(every, total + 1, every) if s >= first] if every else []
+    if total not in evals:
+        evals.append(total)
+    return total, evals
+
+
+class BadFrames:
+    """Counts frames that failed to decode; raises with their list past ``limit``."""
+
+    def __init__(self, source: Any, limit: int):
+        self.source, self.limit, self.seen = source, limit, {}
+
+    def update(self, batch: dict[str, np.ndarray]) -> None:
+        for rid in pipeline.bad_frame_ids(batch):
+            if rid not in self.seen:
+                self.seen[rid] = builders.record_name(self.source[rid])
+                logging.warning("skipped a frame that does not decode: %s", self.seen[rid])
+        if len(self.seen) > self.limit:
+            names = "\n  ".join(self.seen.values())
+            raise RuntimeError(
+                f"{len(self.seen)} frames failed to decode (config.data.max_bad_frames="
+                f"{self.limit}):\n  {names}"
+            )
+
+
+def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns final metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_cfg = config.data
+    prepare.ensure_prepared(data_cfg)
+    train_source, train_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "train")
+    test_source, test_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "test")
+
+    mesh = parallel.make_mesh(config.mesh)
+    process = pipeline.ProcessSlice(jax.process_index(), jax.process_count())
+    global_batch = data_cfg.p * data_cfg.k
+    if global_batch % parallel.num_data_shards(mesh):
+        raise ValueError(
+            f"P x K = {global_batch} is not divisible by the {parallel.num_data_shards(mesh)} "
+            "data shards of the mesh"
+        )
+    spe = sampling.steps_per_epoch(train_index.num_classes, data_cfg.p)
+    total_steps, eval_steps = schedule_steps(config, spe)
+
+    model = make_model(config.model, train_index.num_classes)
+    tx = optim.make_optimizer(config.optim, spe, total_steps=total_steps)
+    clip_shape = (global_batch, data_cfg.seq_len, data_cfg.height, data_cfg.width, 3)
+    state, abstract = state_lib.create(
+        jax.random.key(config.seed), model, tx, clip_shape, parallel.replicated(mesh)
+    )
+    logging.info(
+        "%s: %d train tracklets of %d ids, %d steps/epoch, %d steps, %.2fM parameters",
+        data_cfg.name, len(train_index.pid), train_index.num_classes, spe, total_steps,
+        state_lib.param_count(state.params) / 1e6,
+    )
+
+    train_iter = pipeline.train_iterator(
+        train_source, train_index, data_cfg, num_steps=total_steps, seed=config.seed,
+        process=process,
+    )
+    manager = checkpoints.make_manager(workdir, config.checkpoint, eval_steps)
+    start = 0
+    if manager.latest_step() is not None:
+        state, start = checkpoints.restore(manager, abstract, train_iter)
+        logging.info("resuming at step %d", start)
+
+    rep, bat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    train_step = jax.jit(
+        functools.partial(
+            step_lib.train_step, model=model, tx=tx,
+            loss_cfg=step_lib.LossConfig.from_config(config.loss),
+        ),
+        in_shardings=(rep, bat),
+        out_shardings=(rep, rep),
+        donate_argnums=(0,),
+    )
+    evaluators = make_evaluators(
+        config.evals, model=model, source=test_source, index=test_index, data_cfg=data_cfg,
+        mesh=mesh, process=process,
+    )
+    writer = MetricWriter(workdir, total_steps)
+    bad = BadFrames(train_source, data_cfg.max_bad_frames)
+    # Evaluations past the restored step are redone, so drop them from the record.
+    history = [h for h in _load_history(workdir) if h["step"] <= start]
+    step_metrics: list[dict[str, jax.Array]] = []
+    try:
+        for step in range(start + 1, total_steps + 1):
+            local = next(train_iter)
+            bad.update(local)
+            batch = parallel.global_batch({"clip": local["clip"], "label": local["label"]}, mesh)
+            state, m = train_step(state, batch)
+            step_metrics.append(m)
+            if step % config.log_every_steps == 0 or step == total_steps:
+                avg = jax.tree.map(lambda *x: float(np.mean(jax.device_get(x))), *step_metrics)
+                step_metrics = []
+                writer.progress(step, avg, epoch=step / spe)
+            metrics = None
+            if step in eval_steps:
+                metrics = _evaluate(evaluators, state, step, spe, writer)
+                history.append(metrics)
+                _write_history(workdir, history, config)
+            if metrics is not None or step % config.checkpoint.every_steps == 0:
+                best = {"mAP": metrics[config.checkpoint.best_metric]} if metrics else None
+                checkpoints.save(manager, step, state, train_iter, best)
+        manager.wait_until_finished()
+    finally:
+        writer.close()
+        manager.close()
+        close = getattr(train_iter, "close", None)
+        if close is not None:
+            close()
+    if jax.process_index() == 0 and history:
+        print(results_table(history, config))
+    return {"history": history, "state": state, "steps_per_epoch": spe}
+
+
+def _evaluate(evaluators, state, step: int, spe: int, writer: MetricWriter) -> dict[str, float]:
+    t0 = time.perf_counter()
+    out: dict[str, float] = {"step": step, "epoch": step / spe}
+    for name, evaluator in evaluators.items():
+        for key, value in evaluator.run(state):
+            out[f"{name}/{key}"] = value
+    out["eval_seconds"] = time.perf_counter() - t0
+    writer.scalars(step, {k: v for k, v in out.items() if k not in ("step",)}, prefix="eval/")
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in out.items() if "mAP" in k or "Rank1" in k)
+    logging.info("eval at step %d (epoch %.1f): %s", step, step / spe, shown)
+    return out
+
+
+def results_table(history: list[dict[str, float]], config: Any) -> str:
+    """The research note's table for the first retrieval evaluator, one block per protocol."""
+    name = next(iter(config.evals))
+    blocks = []
+    for protocol in config.evals[name].protocols:
+        rows = [
+            {
+                "epoch": _fmt_epoch(h["epoch"]),
+                "mAP": h[f"{name}/{protocol}/mAP"],
+                "rank1": h[f"{name}/{protocol}/Rank1"],
+                "rank5": h[f"{name}/{protocol}/Rank5"],
+            }
+            for h in history
+        ]
+        blocks.append(metrics_lib.format_table(rows, protocol))
+    return "\n\n".join(blocks)
+
+
+def _fmt_epoch(epoch: float) -> int | float:
+    return int(epoch) if math.isclose(epoch, round(epoch)) else round(epoch, 2)
+
+
+def _load_history(workdir: Path) -> list[dict[str, float]]:
+    path = workdir / "eval_history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _write_history(workdir: Path, history: list[dict[str, float]], config: Any) -> None:
+    if jax.process_index() != 0:
+        return
+    tmp = workdir / "eval_history.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    tmp.replace(workdir / "eval_history.json")
+    (workdir / "results.md").write_text(results_table(history, config) + "\n")
