@@ -148,7 +148,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
             close()
     if jax.process_index() == 0 and history:
         print(results_table(history, config))
-    return {"history": history, "state": state, "steps_per_epoch": spe}
+    return {"history": history, "state": state, "steps_per_epoch": spe, "start_step": start}
 
 
 def _evaluate(evaluators, state, step: int, spe: int, writer: MetricWriter) -> dict[str, float]:
