@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/demo
+# The CPU torch build the parity tests were run with (`make test TORCH=` skips it: those tests
+# then skip with their reason).
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test install clean-demo
 
@@ -14,6 +17,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+$(STAMP)-torch: $(STAMP)
+	$(if $(TORCH),$(PY) -m pip install -q '$(TORCH)')
+	touch $@
+
 install: $(STAMP)
 
 # Render SynthMARS, prepare it, train, evaluate, print the table. Rerunning resumes (and just
@@ -22,7 +29,7 @@ demo: $(STAMP)
 	$(PY) -m reid_jax.main --config configs/synth_mars_demo.py --workdir $(WORKDIR)
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
-test: $(STAMP)
+test: $(STAMP)-torch
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

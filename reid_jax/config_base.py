@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.fusion = "mean"
     c.model.fusion_kwargs = ml_collections.ConfigDict()
     c.model.dtype = "float32"
+    # ImageNet weights for the backbone: a .safetensors/.pth state dict (torchvision or timm
+    # ResNet names) or an orbax dir from reid_jax.tools.import_weights; "" = random init.
+    c.model.pretrained = ""
 
     c.loss = ml_collections.ConfigDict(
         dict(

@@ -83,7 +83,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     tx = optim.make_optimizer(config.optim, spe, total_steps=total_steps)
     clip_shape = (global_batch, data_cfg.seq_len, data_cfg.height, data_cfg.width, 3)
     state, abstract = state_lib.create(
-        jax.random.key(config.seed), model, tx, clip_shape, parallel.replicated(mesh)
+        jax.random.key(config.seed), model, tx, clip_shape, parallel.replicated(mesh),
+        pretrained=config.model.pretrained,
     )
     logging.info(
         "%s: %d train tracklets of %d ids, %d steps/epoch, %d steps, %.2fM parameters",

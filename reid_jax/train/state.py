@@ -13,7 +13,10 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from reid_jax.models import pretrained as pretrained_lib
 
 
 @flax.struct.dataclass
@@ -25,15 +28,28 @@ class TrainState:
 
 
 def init_fn(
-    rng: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation, clip_shape: tuple
+    rng: jax.Array,
+    backbone: dict[str, Any] | None = None,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    clip_shape: tuple,
 ) -> TrainState:
-    """Initial state from a dummy uint8-shaped float clip of ``clip_shape`` [B, T, H, W, 3]."""
+    """Initial state from a dummy uint8-shaped float clip of ``clip_shape`` [B, T, H, W, 3].
+
+    ``backbone`` ({params, batch_stats}, e.g. ImageNet weights) replaces the random backbone
+    before the optimiser state is built.
+    """
     variables = model.init(rng, jnp.zeros(clip_shape, jnp.float32), train=False)
     params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    if backbone is not None:
+        params = {**params, "backbone": backbone["params"]}
+        batch_stats = {**batch_stats, "backbone": backbone["batch_stats"]}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=batch_stats,
         opt_state=tx.init(params),
     )
 
@@ -44,16 +60,47 @@ def create(
     tx: optax.GradientTransformation,
     clip_shape: tuple,
     sharding: jax.sharding.Sharding,
+    pretrained: str = "",
 ) -> tuple[TrainState, TrainState]:
-    """Returns (state, abstract_state); the abstract one carries shardings for checkpoint restore."""
+    """Returns (state, abstract_state); the abstract one carries shardings for checkpoint restore.
+
+    ``pretrained`` (config.model.pretrained): a weights file or import_weights dir whose backbone
+    params and batch_stats replace the random ones; "" keeps the random init.
+    """
     fn = functools.partial(init_fn, model=model, tx=tx, clip_shape=clip_shape)
     abstract = jax.eval_shape(fn, rng)
     shardings = jax.tree.map(lambda _: sharding, abstract)
-    state = jax.jit(fn, out_shardings=shardings)(rng)
+    if pretrained:
+        backbone = load_pretrained_backbone(pretrained, abstract, sharding)
+        state = jax.jit(fn, out_shardings=shardings)(rng, backbone)
+    else:
+        state = jax.jit(fn, out_shardings=shardings)(rng)
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
     return state, abstract
+
+
+def load_pretrained_backbone(
+    path: str, abstract: TrainState, sharding: jax.sharding.Sharding
+) -> dict[str, Any]:
+    """Backbone {params, batch_stats} from ``path`` on host, checked against the abstract state
+    (ValueError listing every difference), placed as global arrays with ``sharding``."""
+    if "backbone" not in abstract.params or "backbone" not in abstract.batch_stats:
+        raise ValueError(
+            f"pretrained={path!r}, but the model has no 'backbone' submodule to load it into"
+        )
+    expected = {
+        "params": abstract.params["backbone"],
+        "batch_stats": abstract.batch_stats["backbone"],
+    }
+    host = pretrained_lib.load_variables(path, expected)
+    # From the same host array in every process: works for any sharding, multi-host included.
+    return jax.tree.map(
+        lambda a: jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx]),
+        host,
+        is_leaf=lambda a: isinstance(a, np.ndarray),
+    )
 
 
 def param_count(params: Any) -> int:
