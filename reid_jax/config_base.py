@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 2  # grain worker processes (0 = in the main process)
     c.data.num_threads = 4  # reader threads per worker
     c.data.max_bad_frames = 100  # undecodable frames tolerated before the run stops
+    c.data.split = 0  # trial of iLIDS-VID / PRID-2011 (0..9); fixed-split datasets need 0
 
     c.model = ml_collections.ConfigDict()
     c.model.arch = "resnet50"

@@ -1,9 +1,18 @@
-"""TFDS builders `mars` and `synth_mars`: MARS frames as array_record records of JPEG bytes.
+"""TFDS builders for video re-id trees: frames as array_record records of their image bytes.
 
-Record i of a split is frame i of `mars.read_split(...).paths` (tracklet-contiguous), and the
-tracklet index travels with the prepared data in its metadata.json, so training needs only the
-prepared directory. Works without TensorFlow: the stock TFDS writer spills splits over 1 GB
-through `tf.io.gfile`, so `_download_and_prepare` streams records to array_record itself.
+Datasets (`DATASETS`): `mars`, `synth_mars` (MARS layout), `duke_video` (DukeMTMC-VideoReID),
+`ilidsvid` and `prid2011`. Each builder reads its manual tree with a reader function into
+TrackletTables; record i of a split is frame i of its table's `paths` (tracklet-contiguous,
+frames in temporal order), and the tracklet index travels with the prepared data in its
+metadata.json, so training needs only the prepared directory. The `jpeg` feature holds each
+file's ORIGINAL bytes: JPEG for MARS and Duke, PNG for iLIDS-VID and PRID-2011
+(`transforms.decode_jpeg` reads both).
+
+iLIDS-VID and PRID-2011 are evaluated over 10 trials (train/test halves of the identities): their
+single TFDS split `tracklets.POOL` holds every sequence, the metadata holds all trials, and
+`load_split(..., trial=N)` selects the train or test tracklets of trial N, so one prepared
+dataset serves all trials. Works without TensorFlow: the stock TFDS writer spills splits over
+1 GB through `tf.io.gfile`, so `_download_and_prepare` streams records to array_record itself.
 """
 
 from __future__ import annotations
@@ -11,13 +20,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import inspect
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +36,8 @@ from array_record.python import array_record_module
 from etils import epath
 from tensorflow_datasets.core import example_serializer
 
-from reid_jax.data import mars
+from reid_jax.data import duke_video, ilidsvid, mars, prid2011, tracklets
+from reid_jax.data.tracklets import TrackletIndex, Tree
 
 FORMAT_VERSION = 2  # 2: records carry their file name
 MAX_SHARD_BYTES = 256 << 20  # start a new array_record shard past this many record bytes
@@ -48,7 +57,7 @@ Put the MARS release in the manual dir (e.g. `data/manual/mars/`) as:
 
 
 def _features() -> tfds.features.FeaturesDict:
-    """Per-frame features; the JPEG stays encoded as a bytes scalar (no TF image feature)."""
+    """Per-frame features; `jpeg` holds the file's original bytes (JPEG or PNG), undecoded."""
     return tfds.features.FeaturesDict(
         {
             "jpeg": tfds.features.Tensor(shape=(), dtype=np.object_),
@@ -80,7 +89,7 @@ def _frame_columns(table: mars.TrackletTable) -> dict[str, np.ndarray]:
 
 
 def _frame_examples(root: str, paths: list[str], cols: dict[str, np.ndarray]) -> Iterator[dict]:
-    """Yields one feature dict per frame, reading the JPEG bytes unchanged."""
+    """Yields one feature dict per frame, reading the image bytes unchanged."""
     for i, rel in enumerate(paths):
         with open(os.path.join(root, rel), "rb") as f:
             jpeg = f.read()
@@ -137,14 +146,17 @@ def fingerprint(manual_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-class _MarsFormatBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Builds `train`/`test` splits of a MARS-format tree found in the manual dir."""
+class _TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Builds one TFDS split per table that `read_tree` finds in the manual dir."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "JPEG bytes + pid/camid/tracklet/frame, tracklet index in metadata."}
+    RELEASE_NOTES = {"1.0.0": "Image bytes + pid/camid/tracklet/frame, tracklet index in metadata."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-    DESCRIPTION = "MARS video person re-identification frames."
+    DESCRIPTION = "Video person re-identification frames."
+    FINGERPRINT_OF = "frame lists or split files"  # what a fingerprint mismatch means
+    read_tree: Callable[[Path], Tree]  # reads a manual dir; each dataset sets a staticmethod
     num_workers = 0  # serialization processes; prepare() sets it per build
+    _tree_cache: tuple[Path, Tree] | None = None
 
     @tfds.core.utils.classproperty
     @classmethod
@@ -153,19 +165,34 @@ class _MarsFormatBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         on Python >= 3.9 for builders inside a package (tensorflow/datasets#11212)."""
         return epath.Path(inspect.getfile(cls))
 
+    def tree(self, root: Path) -> Tree:
+        """The manual tree at `root`, read (and validated) once per builder instance."""
+        root = Path(root)
+        if self._tree_cache is None or self._tree_cache[0] != root:
+            self._tree_cache = (root, self.read_tree(root))
+        return self._tree_cache[1]
+
+    def manual_fingerprint(self, root: Path) -> str:
+        """Identifies the manual tree, to refuse mixing prepared data with another tree."""
+        return tracklets.tree_fingerprint(self.tree(root), FORMAT_VERSION)
+
+    def manual_num_frames(self, root: Path) -> int:
+        """Frames the build will write (sizes the worker pool)."""
+        return sum(len(t.paths) for t in self.tree(root).tables.values())
+
     def _info(self) -> tfds.core.DatasetInfo:
         # DatasetInfo(builder=...) directly: dataset_info_from_configs() expects a package dir.
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.DESCRIPTION,
             features=_features(),
-            disable_shuffling=True,  # record order = name-file order
+            disable_shuffling=True,  # record order = table order
             metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         root = dl_manager.manual_dir
-        return {s: self._generate_examples(root, mars.read_split(root, s)) for s in mars.SPLITS}
+        return {s: self._generate_examples(root, t) for s, t in self.tree(root).tables.items()}
 
     def _generate_examples(self, root: Path, table: mars.TrackletTable) -> Iterator[tuple]:
         """TFDS generator contract (integer keys = frame order); prepare() streams instead."""
@@ -205,26 +232,35 @@ class _MarsFormatBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         del download_config  # nothing to download: the data is in the manual dir
         root = Path(dl_manager.manual_dir)
-        tables = {s: mars.read_split(root, s) for s in mars.SPLITS}  # validate before writing
+        tree = self.tree(root)  # validate before writing
         with _worker_pool(self.num_workers) as pool:
-            infos = [self._write_split(s, root, t, pool) for s, t in tables.items()]
+            infos = [self._write_split(s, root, t, pool) for s, t in tree.tables.items()]
         self.info.set_splits(tfds.core.SplitDict(infos))
         self.info.metadata.update(
             format_version=FORMAT_VERSION,
-            fingerprint=fingerprint(root),
+            fingerprint=self.manual_fingerprint(root),
             manual_dir=str(root),
-            tracklets={s: _table_json(t) for s, t in tables.items()},
+            tracklets={s: tracklets.table_json(t) for s, t in tree.tables.items()},
         )
+        if tree.trials is not None:
+            self.info.metadata["trials"] = tree.trials
 
 
-def _table_json(table: mars.TrackletTable) -> dict[str, list]:
-    return {
-        "start": table.start.tolist(),
-        "length": table.length.tolist(),
-        "pid": table.pid.tolist(),
-        "camid": table.camid.tolist(),
-        "is_query": table.is_query.tolist(),
-    }
+class _MarsFormatBuilder(_TrackletBuilder, skip_registration=True):
+    """Builds `train`/`test` splits of a MARS-format tree found in the manual dir."""
+
+    DESCRIPTION = "MARS video person re-identification frames."
+    FINGERPRINT_OF = "info files"
+    read_tree = staticmethod(tracklets.read_mars)
+
+    def manual_fingerprint(self, root: Path) -> str:
+        """The info files' fingerprint: cheap, and stable when only frames move."""
+        return fingerprint(root)
+
+    def manual_num_frames(self, root: Path) -> int:
+        """Lines of the two name files (no frame listing needed)."""
+        files = [Path(root) / "info" / f for f in mars.NAME_FILES.values()]
+        return sum(len(f.read_bytes().splitlines()) for f in files)
 
 
 class MarsBuilder(_MarsFormatBuilder):
@@ -244,32 +280,43 @@ class SynthMarsBuilder(_MarsFormatBuilder):
     )
 
 
-DATASETS: dict[str, type] = {"mars": MarsBuilder, "synth_mars": SynthMarsBuilder}
+class IlidsVidBuilder(_TrackletBuilder):
+    """iLIDS-VID: PNG sequences of 300 persons in 2 cameras, 10 trials (split `POOL`)."""
+
+    name = "ilidsvid"
+    DESCRIPTION = "iLIDS-VID video person re-identification sequences (PNG)."
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ilidsvid.MANUAL_INSTRUCTIONS
+    read_tree = staticmethod(tracklets.read_ilidsvid)
 
 
-@dataclasses.dataclass(frozen=True)
-class TrackletIndex:
-    """Per-tracklet arrays of one prepared split: tracklet k is records start[k]..+length[k]."""
+class Prid2011Builder(_TrackletBuilder):
+    """PRID-2011 multi-shot: PNG sequences, persons of both cameras, 10 trials (split `POOL`)."""
 
-    start: np.ndarray  # int64 [N]
-    length: np.ndarray  # int64 [N]
-    pid: np.ndarray  # int64 [N]
-    camid: np.ndarray  # int64 [N]
-    is_query: np.ndarray  # bool [N]
-    label: np.ndarray  # int64 [N]: train 0..C-1 from sorted unique pids, test -1
-
-    @property
-    def num_classes(self) -> int:
-        """Number of distinct training labels (0 for a test split)."""
-        return int(self.label.max()) + 1 if len(self.label) else 0
-
-    @property
-    def num_frames(self) -> int:
-        """Total frames (= records) covered by the tracklets."""
-        return int(self.length.sum())
+    name = "prid2011"
+    DESCRIPTION = "PRID-2011 multi-shot video person re-identification sequences (PNG)."
+    MANUAL_DOWNLOAD_INSTRUCTIONS = prid2011.MANUAL_INSTRUCTIONS
+    read_tree = staticmethod(tracklets.read_prid2011)
 
 
-def _builder(name: str, data_dir: str | Path, **kwargs: Any) -> _MarsFormatBuilder:
+class DukeVideoBuilder(_TrackletBuilder):
+    """DukeMTMC-VideoReID: `train` and `test` (query then gallery tracklets) splits."""
+
+    name = "duke_video"
+    DESCRIPTION = "DukeMTMC-VideoReID video person re-identification tracklets."
+    MANUAL_DOWNLOAD_INSTRUCTIONS = duke_video.MANUAL_INSTRUCTIONS
+    read_tree = staticmethod(tracklets.read_duke_video)
+
+
+DATASETS: dict[str, type] = {
+    "mars": MarsBuilder,
+    "synth_mars": SynthMarsBuilder,
+    "ilidsvid": IlidsVidBuilder,
+    "prid2011": Prid2011Builder,
+    "duke_video": DukeVideoBuilder,
+}
+
+
+def _builder(name: str, data_dir: str | Path, **kwargs: Any) -> _TrackletBuilder:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     return DATASETS[name](data_dir=os.fspath(data_dir), file_format="array_record", **kwargs)
@@ -283,7 +330,7 @@ def prepare(
     num_workers: serialization processes (0: in-process; None: in-process for small trees or
     few cores, else up to 8). Workers are spawned, so a calling script needs an
     `if __name__ == "__main__":` guard. Raises ValueError if the prepared data was built from
-    a tree with other info files.
+    a different tree (MARS: other info files; others: other frame lists or split files).
     """
     manual_dir = Path(manual_dir).absolute()
     builder = _builder(name, data_dir)
@@ -292,19 +339,18 @@ def prepare(
             f"manual dir {manual_dir} for dataset {name!r} does not exist.\n"
             + builder.MANUAL_DOWNLOAD_INSTRUCTIONS
         )
-    fp = fingerprint(manual_dir)
+    fp = builder.manual_fingerprint(manual_dir)
     if builder.is_prepared():
         meta = builder.info.metadata or {}
         if meta.get("fingerprint") != fp:
             raise ValueError(
                 f"dataset {name!r} at {builder.data_path} was prepared from manual dir "
-                f"{meta.get('manual_dir')!r}, whose info files differ from those in {manual_dir}; "
-                f"delete {builder.data_path} to rebuild, or use another data_dir"
+                f"{meta.get('manual_dir')!r}, whose {builder.FINGERPRINT_OF} differ from those "
+                f"in {manual_dir}; delete {builder.data_path} to rebuild, or use another data_dir"
             )
         return
     if num_workers is None:
-        name_files = [manual_dir / "info" / f for f in mars.NAME_FILES.values()]
-        frames = sum(len(f.read_bytes().splitlines()) for f in name_files)
+        frames = builder.manual_num_frames(manual_dir)
         num_workers = min(8, (os.cpu_count() or 1) - 1)  # leave a core to the writer
         if frames < AUTO_WORKERS_MIN_FRAMES or num_workers < 2:
             num_workers = 0
@@ -313,33 +359,48 @@ def prepare(
     builder.download_and_prepare(download_config=config, file_format="array_record")
 
 
-def load_split(name: str, data_dir: str | Path, split: str) -> tuple[Any, TrackletIndex]:
-    """Opens a prepared split: (random-access, picklable ArrayRecord data source, TrackletIndex)."""
+def _prepared_meta(name: str, data_dir: str | Path) -> tuple[_TrackletBuilder, dict]:
+    """The prepared builder and its metadata; errors say how to (re)prepare."""
     builder = _builder(name, data_dir)
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"dataset {name!r} is not prepared at {builder.data_path}; run "
             f"reid_jax.data.builders.prepare({name!r}, {os.fspath(data_dir)!r}, manual_dir)"
         )
-    if split not in builder.info.splits:
-        raise ValueError(f"split {split!r} not in {builder.data_path}: {list(builder.info.splits)}")
     meta = builder.info.metadata
     if meta is None or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{builder.data_path} has no tracklet index of format {FORMAT_VERSION} in its "
             "metadata.json; delete it and prepare again"
         )
-    cols = {k: np.asarray(v, np.int64) for k, v in meta["tracklets"][split].items()}
-    is_query = cols.pop("is_query").astype(bool)
-    label = np.full(len(cols["pid"]), -1, np.int64)
-    if split == "train":
-        label = np.unique(cols["pid"], return_inverse=True)[1].astype(np.int64)
-    index = TrackletIndex(is_query=is_query, label=label, **cols)
-    source = builder.as_data_source(split=split)
-    if len(source) != index.num_frames:
+    return builder, meta
+
+
+def num_trials(name: str, data_dir: str | Path) -> int:
+    """Number of train/test trials of a prepared dataset (1 for fixed splits like MARS)."""
+    return tracklets.num_trials(_prepared_meta(name, data_dir)[1])
+
+
+def load_split(
+    name: str, data_dir: str | Path, split: str, trial: int = 0
+) -> tuple[Any, TrackletIndex]:
+    """Opens a prepared split: (random-access, picklable ArrayRecord data source, TrackletIndex).
+
+    Datasets with trials (iLIDS-VID, PRID-2011): "train"/"test" are the train or test persons of
+    trial `trial` (config.data.split), test queries are the camera-1 / cam_a sequences and the
+    gallery the other camera's; the index addresses the one source of all sequences.
+    Fixed-split datasets accept only trial 0.
+    """
+    builder, meta = _prepared_meta(name, data_dir)
+    where = f"dataset {name!r} at {builder.data_path}"
+    source_split, expected, index = tracklets.index_from_metadata(
+        meta, split, trial, list(builder.info.splits), where
+    )
+    source = builder.as_data_source(split=source_split)
+    if len(source) != expected:
         raise ValueError(
-            f"{builder.data_path}: split {split!r} has {len(source)} records but its tracklet "
-            f"index covers {index.num_frames} frames; delete it and prepare again"
+            f"{builder.data_path}: split {source_split!r} has {len(source)} records but its "
+            f"tracklet index covers {expected} frames; delete it and prepare again"
         )
     return source, index
 

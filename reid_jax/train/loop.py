@@ -65,8 +65,13 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     data_cfg = config.data
     prepare.ensure_prepared(data_cfg)
-    train_source, train_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "train")
-    test_source, test_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "test")
+    # data_cfg.split picks the trial of datasets with 10 random splits (iLIDS-VID, PRID-2011).
+    train_source, train_index = builders.load_split(
+        data_cfg.name, data_cfg.data_dir, "train", trial=data_cfg.split
+    )
+    test_source, test_index = builders.load_split(
+        data_cfg.name, data_cfg.data_dir, "test", trial=data_cfg.split
+    )
 
     mesh = parallel.make_mesh(config.mesh)
     process = pipeline.ProcessSlice(jax.process_index(), jax.process_count())

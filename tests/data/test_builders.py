@@ -225,4 +225,4 @@ def test_bad_arguments(tmp_path):
         builders.load_split("market", tmp_path, "train")
     with pytest.raises(FileNotFoundError, match="not prepared"):
         builders.load_split("synth_mars", tmp_path, "train")
-    assert set(builders.DATASETS) == {"mars", "synth_mars"}
+    assert set(builders.DATASETS) == {"mars", "synth_mars", "ilidsvid", "prid2011", "duke_video"}
