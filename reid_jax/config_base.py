@@ -7,6 +7,24 @@ training code never needs ``.get`` with a fallback.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
+
+# The options of the fusions in reid_jax.fusion (module fields) and their types.
+FUSION_OPTION_TYPES = {
+    "alpha_max": float,  # templet, two_branch
+    "combine": str,  # two_branch
+    "hidden": int,  # temporal_attention, lstm
+    "iterations": int,  # cosine_center, two_branch
+    "kernel_size": int,  # temporal_conv
+    "learn_tau": bool,  # cosine_center, two_branch
+    "mode": str,  # cosine_center, two_branch
+    "per_channel": bool,  # templet, two_branch
+    "reduction": int,  # templet, two_branch
+    "refine": bool,  # templet, two_branch
+    "tau": float,  # cosine_center, two_branch
+    "temporal_kernel": int,  # temporal_attention
+    "weighting": str,  # cosine_center, two_branch
+}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -16,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 520
     c.num_steps = -1  # > 0 overrides num_epochs
     c.log_every_steps = 50
+    c.log_data_order = False  # record each step's global tracklet ids in data_order.jsonl
     c.eval_every_epochs = 40.0
     c.eval_start_epochs = 0.0  # no periodic evaluation before this epoch (the final one always runs)
 
@@ -23,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = "mars"  # a key of reid_jax.data.builders.DATASETS
     c.data.raw_dir = "data/MARS"  # the manual download (MARS) or where SynthMARS is rendered
     c.data.data_dir = "data/tfds"  # prepared array_record datasets
+    c.data.split = 0  # trial of iLIDS-VID / PRID-2011 (0..9); fixed-split datasets need 0
     c.data.synth = ml_collections.ConfigDict(
         dict(num_ids=100, height=256, width=128, corruption_rate=0.1, seed=0, length_scale=0.25)
     )
@@ -40,14 +60,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 2  # grain worker processes (0 = in the main process)
     c.data.num_threads = 4  # reader threads per worker
     c.data.max_bad_frames = 100  # undecodable frames tolerated before the run stops
-    c.data.split = 0  # trial of iLIDS-VID / PRID-2011 (0..9); fixed-split datasets need 0
 
     c.model = ml_collections.ConfigDict()
     c.model.arch = "resnet50"
     c.model.width = 64
     c.model.last_stride = 1
     c.model.fusion = "mean"
-    c.model.fusion_kwargs = ml_collections.ConfigDict()
+    # Every option of every fusion, unset (None = the fusion's own default); set only those of
+    # the chosen fusion, e.g. --config.model.fusion_kwargs.tau=0.1. See docs/fusion.md.
+    c.model.fusion_kwargs = ml_collections.ConfigDict(
+        {k: config_dict.placeholder(t) for k, t in FUSION_OPTION_TYPES.items()}
+    )
     c.model.dtype = "float32"
     # ImageNet weights for the backbone: a .safetensors/.pth state dict (torchvision or timm
     # ResNet names) or an orbax dir from reid_jax.tools.import_weights; "" = random init.
@@ -89,6 +112,15 @@ def base_config() -> ml_collections.ConfigDict:
             feature="bn",  # "bn" (after BNNeck) or "raw"
             distance="euclidean",  # or "cosine"
             normalize=False,
+            dump_weights=False,  # write every test chunk's per-frame fusion weights to an .npz
+            # docs/evaluation.md: test-time options of the evaluator and the evaluation job.
+            flip=False,  # horizontal-flip TTA: average the features of each clip and its mirror
+            camera_pairs=False,  # official 6x6 query x gallery camera mAP / Rank-1 matrices
+            aqe_k=0,  # > 0: also report "<protocol>+aqe/..." with average query expansion
+            rerank=False,  # also report "<protocol>+rerank/..." (k-reciprocal re-ranking)
+            rerank_k1=20,
+            rerank_k2=6,
+            rerank_lambda=0.3,
         )
     )
 
@@ -102,5 +134,7 @@ def base_config() -> ml_collections.ConfigDict:
             async_save=True,
         )
     )
-    c.mesh = ml_collections.ConfigDict(dict(data=-1))
+    # Device mesh (docs/scaling.md): axis -> size, -1 = the rest. "data" splits the batch; "fsdp"
+    # also splits the batch and shards parameters / optimiser state (1 = off).
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     return c

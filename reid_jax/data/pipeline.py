@@ -161,19 +161,27 @@ class EvalClips:
         return {"clip": clip, "tracklet": np.int32(t), "mask": np.float32(1.0)}
 
 
+TEST_SAMPLING = ("all", "evenly", "restricted_random")
+
+
 def eval_chunks(
-    index: TrackletIndex, seq_len: int, sampling_mode: str, multiple: int
+    index: TrackletIndex, seq_len: int, sampling_mode: str, multiple: int, seed: int = 0
 ) -> np.ndarray:
-    """Chunk table for test sampling ``all`` (every frame) or ``evenly`` (T spread frames)."""
+    """Chunk table for test sampling ``all`` (every frame, in chunks of T), ``evenly`` (T spread
+    frames) or ``restricted_random`` (one random frame from each of T equal chunks, drawn from
+    ``np.random.default_rng([seed, tracklet])``: the same frames on every run)."""
     rows = []
     for t, length in enumerate(index.length):
         if sampling_mode == "all":
             chunks = sampling.all_frames_chunks(int(length), seq_len)
         elif sampling_mode == "evenly":
             chunks = sampling.evenly_spaced(int(length), seq_len)[None]
+        elif sampling_mode == "restricted_random":
+            rng = np.random.default_rng([seed, t])
+            chunks = sampling.restricted_random(int(length), seq_len, rng)[None]
         else:
             raise ValueError(
-                f"config.data.test_sampling={sampling_mode!r}: expected 'all' or 'evenly'"
+                f"config.data.test_sampling={sampling_mode!r}: expected one of {TEST_SAMPLING}"
             )
         rows.append(np.concatenate([np.full((len(chunks), 1), t), chunks], axis=1))
     table = np.concatenate(rows).astype(np.int64)

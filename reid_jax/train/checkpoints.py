@@ -4,22 +4,31 @@ One ``CheckpointManager`` under ``WORKDIR/checkpoints`` keeps the last ``keep_la
 best step by evaluation mAP (when ``keep_best``), and every evaluation step when
 ``keep_eval_steps`` (what the checkpoint evaluation job walks). Saves are asynchronous; the data
 iterator's state is captured synchronously at the save call so it matches the saved step exactly.
+
+Multi-host: every process calls ``save`` / ``restore`` (orbax coordinates; process 0 writes the
+metadata, each process its shards and its own ``data/process_<i>-of-<n>.json`` iterator state),
+so the workdir must be on a filesystem all hosts share. A save interrupted by ``kill -9`` leaves
+only a ``*.orbax-checkpoint-tmp*`` directory, which never counts as a step and is removed when the
+next run creates its manager; the run resumes from the last *finalised* step.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 from reid_jax.train.state import TrainState
 
 
-def make_manager(workdir: str | Path, ckpt_cfg: Any, eval_steps: list[int]) -> ocp.CheckpointManager:
+def make_manager(
+    workdir: str | Path, ckpt_cfg: Any, eval_steps: list[int]
+) -> ocp.CheckpointManager:
     """The run's checkpoint manager, with its preservation policy from ``config.checkpoint``."""
     keep: list[Any] = [policies.LatestN(n=ckpt_cfg.keep_last)]
     if ckpt_cfg.keep_best:
@@ -34,6 +43,7 @@ def make_manager(workdir: str | Path, ckpt_cfg: Any, eval_steps: list[int]) -> o
         preservation_policy=policies.AnyPreservationPolicy(keep),
         enable_async_checkpointing=ckpt_cfg.async_save,
         create=True,
+        cleanup_tmp_directories=True,
     )
     directory = Path(workdir).absolute() / "checkpoints"
     return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
@@ -71,6 +81,12 @@ def restore(
     except ValueError as e:  # shape/structure mismatch: a checkpoint from another config
         raise ValueError(
             f"checkpoint {manager.directory}/{step} does not match this config's model: {e}"
+        ) from e
+    except FileNotFoundError as e:  # the iterator state of this process was never written
+        raise FileNotFoundError(
+            f"checkpoint {manager.directory}/{step} has no data-iterator state for process "
+            f"{jax.process_index()} of {jax.process_count()}: it was written by a run with a "
+            f"different number of processes; resume with that many ({e})"
         ) from e
     logging.info("restored step %d from %s", step, manager.directory)
     return restored["state"], int(step)

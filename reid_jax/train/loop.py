@@ -2,6 +2,11 @@
 
 Durations are converted from epochs to steps here and in ``optim`` only. An epoch is one pass of
 the P x K identity sampler (``sampling.pk_epoch``): every training identity once.
+
+Every process of a multi-host run executes this same function: it loads its block of each global
+batch, the jitted step sees global arrays laid out by ``parallel`` (data / fsdp mesh), all
+processes save and restore checkpoints together, and only process 0 writes files. A preemption
+notice (SIGTERM) stops all processes at a common step boundary after saving (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
-from reid_jax import parallel
+from reid_jax import distributed, parallel
 from reid_jax.data import builders, pipeline, prepare, sampling
 from reid_jax.evaluation import metrics as metrics_lib
 from reid_jax.evaluation.evaluators import make_evaluators
@@ -26,6 +32,10 @@ from reid_jax.train import checkpoints, optim
 from reid_jax.train import state as state_lib
 from reid_jax.train import step as step_lib
 from reid_jax.train.writer import MetricWriter
+
+TRAIN_METRICS = "train_metrics.jsonl"  # process 0: {"step", loss, ...} at every log step
+DATA_ORDER = "data_order.jsonl"  # process 0, with config.log_data_order: {"step", "tracklets"}
+PREEMPTED = "PREEMPTED"  # written (with the step) when a run stops on a preemption notice
 
 
 def schedule_steps(config: Any, steps_per_epoch: int) -> tuple[int, list[int]]:
@@ -60,27 +70,22 @@ class BadFrames:
 
 
 def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
-    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns final metrics."""
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns final metrics.
+
+    On a preemption notice (SIGTERM) it saves at the next step boundary and returns with
+    ``preempted=True`` (and a ``PREEMPTED`` marker file); rerunning continues exactly.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    lead = jax.process_index() == 0
     data_cfg = config.data
     prepare.ensure_prepared(data_cfg)
-    # data_cfg.split picks the trial of datasets with 10 random splits (iLIDS-VID, PRID-2011).
-    train_source, train_index = builders.load_split(
-        data_cfg.name, data_cfg.data_dir, "train", trial=data_cfg.split
-    )
-    test_source, test_index = builders.load_split(
-        data_cfg.name, data_cfg.data_dir, "test", trial=data_cfg.split
-    )
+    train_source, train_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "train")
+    test_source, test_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "test")
 
     mesh = parallel.make_mesh(config.mesh)
-    process = pipeline.ProcessSlice(jax.process_index(), jax.process_count())
     global_batch = data_cfg.p * data_cfg.k
-    if global_batch % parallel.num_data_shards(mesh):
-        raise ValueError(
-            f"P x K = {global_batch} is not divisible by the {parallel.num_data_shards(mesh)} "
-            "data shards of the mesh"
-        )
+    process = _process_slice(mesh, global_batch, data_cfg.test_batch_size)
     spe = sampling.steps_per_epoch(train_index.num_classes, data_cfg.p)
     total_steps, eval_steps = schedule_steps(config, spe)
 
@@ -88,17 +93,30 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     tx = optim.make_optimizer(config.optim, spe, total_steps=total_steps)
     clip_shape = (global_batch, data_cfg.seq_len, data_cfg.height, data_cfg.width, 3)
     state, abstract = state_lib.create(
-        jax.random.key(config.seed), model, tx, clip_shape, parallel.replicated(mesh),
+        jax.random.key(config.seed),
+        model,
+        tx,
+        clip_shape,
+        functools.partial(parallel.state_shardings, mesh=mesh),
         pretrained=config.model.pretrained,
     )
     logging.info(
-        "%s: %d train tracklets of %d ids, %d steps/epoch, %d steps, %.2fM parameters",
-        data_cfg.name, len(train_index.pid), train_index.num_classes, spe, total_steps,
+        "%s: %d train tracklets of %d ids, %d steps/epoch, %d steps, %.2fM parameters, mesh %s",
+        data_cfg.name,
+        len(train_index.pid),
+        train_index.num_classes,
+        spe,
+        total_steps,
         state_lib.param_count(state.params) / 1e6,
+        dict(mesh.shape),
     )
 
     train_iter = pipeline.train_iterator(
-        train_source, train_index, data_cfg, num_steps=total_steps, seed=config.seed,
+        train_source,
+        train_index,
+        data_cfg,
+        num_steps=total_steps,
+        seed=config.seed,
         process=process,
     )
     manager = checkpoints.make_manager(workdir, config.checkpoint, eval_steps)
@@ -106,26 +124,45 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     if manager.latest_step() is not None:
         state, start = checkpoints.restore(manager, abstract, train_iter)
         logging.info("resuming at step %d", start)
+    if lead:
+        (workdir / PREEMPTED).unlink(missing_ok=True)
+        for name in (TRAIN_METRICS, DATA_ORDER):  # records past the restored step are redone
+            _truncate_jsonl(workdir / name, start)
 
+    state_sh = jax.tree.map(lambda a: a.sharding, abstract)
     rep, bat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     train_step = jax.jit(
         functools.partial(
-            step_lib.train_step, model=model, tx=tx,
+            step_lib.train_step,
+            model=model,
+            tx=tx,
             loss_cfg=step_lib.LossConfig.from_config(config.loss),
         ),
-        in_shardings=(rep, bat),
-        out_shardings=(rep, rep),
+        in_shardings=(state_sh, bat),
+        out_shardings=(state_sh, rep),
         donate_argnums=(0,),
     )
     evaluators = make_evaluators(
-        config.evals, model=model, source=test_source, index=test_index, data_cfg=data_cfg,
-        mesh=mesh, process=process,
+        config.evals,
+        model=model,
+        source=test_source,
+        index=test_index,
+        data_cfg=data_cfg,
+        mesh=mesh,
+        process=process,
+        workdir=workdir,
     )
     writer = MetricWriter(workdir, total_steps)
     bad = BadFrames(train_source, data_cfg.max_bad_frames)
+    watch = distributed.PreemptionWatch()
     # Evaluations past the restored step are redone, so drop them from the record.
     history = [h for h in _load_history(workdir) if h["step"] <= start]
+    if _agree(start in eval_steps and all(h["step"] != start for h in history)):
+        # The previous run was preempted at an evaluation step before evaluating it.
+        history.append(_evaluate(evaluators, state, start, spe, writer))
+        _write_history(workdir, history, config)
     step_metrics: list[dict[str, jax.Array]] = []
+    preempted = False
     try:
         for step in range(start + 1, total_steps + 1):
             local = next(train_iter)
@@ -133,10 +170,19 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
             batch = parallel.global_batch({"clip": local["clip"], "label": local["label"]}, mesh)
             state, m = train_step(state, batch)
             step_metrics.append(m)
+            if config.log_data_order:
+                _log_data_order(workdir, step, local["tracklet"], mesh)
             if step % config.log_every_steps == 0 or step == total_steps:
                 avg = jax.tree.map(lambda *x: float(np.mean(jax.device_get(x))), *step_metrics)
                 step_metrics = []
                 writer.progress(step, avg, epoch=step / spe)
+                if lead:
+                    _append_jsonl(workdir / TRAIN_METRICS, {"step": step, **avg})
+            if watch.reached(step):
+                logging.warning("preemption notice: saving step %d and stopping", step)
+                checkpoints.save(manager, step, state, train_iter)
+                preempted = True
+                break
             metrics = None
             if step in eval_steps:
                 metrics = _evaluate(evaluators, state, step, spe, writer)
@@ -147,14 +193,83 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                 checkpoints.save(manager, step, state, train_iter, best)
         manager.wait_until_finished()
     finally:
+        watch.close()
         writer.close()
         manager.close()
         close = getattr(train_iter, "close", None)
         if close is not None:
             close()
-    if jax.process_index() == 0 and history:
+    if preempted:
+        if lead:
+            (workdir / PREEMPTED).write_text(f"{step}\n")
+        logging.warning(
+            "preempted at step %d of %d: rerun the same command to resume", step, total_steps
+        )
+    elif lead and history:
         print(results_table(history, config))
-    return {"history": history, "state": state, "steps_per_epoch": spe, "start_step": start}
+    return {
+        "history": history,
+        "state": state,
+        "steps_per_epoch": spe,
+        "start_step": start,
+        "preempted": preempted,
+    }
+
+
+def _process_slice(mesh: Any, global_batch: int, test_batch: int) -> pipeline.ProcessSlice:
+    """This process's block of every training and evaluation batch (they must agree)."""
+    try:
+        process = parallel.process_slice(mesh, global_batch)
+    except ValueError as e:
+        raise ValueError(f"config.data.p x config.data.k = {global_batch}: {e}") from e
+    try:
+        test_process = parallel.process_slice(mesh, test_batch)
+    except ValueError as e:
+        raise ValueError(f"config.data.test_batch_size={test_batch}: {e}") from e
+    if test_process != process:
+        raise ValueError(
+            f"train and test batches map to different process blocks: {process}, {test_process}"
+        )
+    return process
+
+
+def _agree(value: bool) -> bool:
+    """Process 0's decision on every process (they read files that only it may trust)."""
+    if jax.process_count() == 1:
+        return value
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(value)))
+
+
+def _log_data_order(workdir: Path, step: int, tracklets: np.ndarray, mesh: Any) -> None:
+    """Appends the step's global tracklet ids (all processes, batch order) to data_order.jsonl."""
+    ids = parallel.to_host(parallel.global_batch({"t": tracklets}, mesh)["t"])
+    if jax.process_index() == 0:
+        _append_jsonl(workdir / DATA_ORDER, {"step": step, "tracklets": ids.tolist()})
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keeps the records up to ``last_step`` (and drops a line cut short by a kill)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", 0) <= last_step:
+            kept.append(line + "\n")
+    path.write_text("".join(kept))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``train_metrics.jsonl`` / ``data_order.jsonl`` file, in order."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def _evaluate(evaluators, state, step: int, spe: int, writer: MetricWriter) -> dict[str, float]:

@@ -1,12 +1,15 @@
 """Train state: an explicit pytree of step, params, batch_stats and optimiser state.
 
 Created the big_vision way: ``jax.eval_shape`` gives the abstract state (shapes, no memory), then
-``jax.jit(init, out_shardings=...)`` materialises it directly in its final sharding.
+``jax.jit(init, out_shardings=...)`` materialises it directly in its final sharding (replicated,
+or fsdp-split per leaf by ``parallel.state_shardings``), so no device ever holds a full copy it
+should not.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -59,19 +62,24 @@ def create(
     model: nn.Module,
     tx: optax.GradientTransformation,
     clip_shape: tuple,
-    sharding: jax.sharding.Sharding,
+    sharding: jax.sharding.Sharding | Callable[[TrainState], Any],
     pretrained: str = "",
 ) -> tuple[TrainState, TrainState]:
     """Returns (state, abstract_state); the abstract one carries shardings for checkpoint restore.
 
-    ``pretrained`` (config.model.pretrained): a weights file or import_weights dir whose backbone
-    params and batch_stats replace the random ones; "" keeps the random init.
+    ``sharding``: one sharding for every leaf, or a function of the abstract state returning a
+    sharding per leaf (``parallel.state_shardings`` for fsdp). ``pretrained``
+    (config.model.pretrained): a weights file or import_weights dir whose backbone params and
+    batch_stats replace the random ones; "" keeps the random init.
     """
     fn = functools.partial(init_fn, model=model, tx=tx, clip_shape=clip_shape)
     abstract = jax.eval_shape(fn, rng)
-    shardings = jax.tree.map(lambda _: sharding, abstract)
+    if callable(sharding):
+        shardings = sharding(abstract)
+    else:
+        shardings = jax.tree.map(lambda _: sharding, abstract)
     if pretrained:
-        backbone = load_pretrained_backbone(pretrained, abstract, sharding)
+        backbone = load_pretrained_backbone(pretrained, abstract, shardings)
         state = jax.jit(fn, out_shardings=shardings)(rng, backbone)
     else:
         state = jax.jit(fn, out_shardings=shardings)(rng)
@@ -82,10 +90,11 @@ def create(
 
 
 def load_pretrained_backbone(
-    path: str, abstract: TrainState, sharding: jax.sharding.Sharding
+    path: str, abstract: TrainState, sharding: jax.sharding.Sharding | TrainState
 ) -> dict[str, Any]:
     """Backbone {params, batch_stats} from ``path`` on host, checked against the abstract state
-    (ValueError listing every difference), placed as global arrays with ``sharding``."""
+    (ValueError listing every difference), placed as global arrays with ``sharding`` (one for
+    all, or the state's tree of shardings, whose backbone entries are used)."""
     if "backbone" not in abstract.params or "backbone" not in abstract.batch_stats:
         raise ValueError(
             f"pretrained={path!r}, but the model has no 'backbone' submodule to load it into"
@@ -94,14 +103,23 @@ def load_pretrained_backbone(
         "params": abstract.params["backbone"],
         "batch_stats": abstract.batch_stats["backbone"],
     }
+    if isinstance(sharding, TrainState):
+        targets = {
+            "params": sharding.params["backbone"],
+            "batch_stats": sharding.batch_stats["backbone"],
+        }
+    else:
+        targets = jax.tree.map(lambda _: sharding, expected)
     host = pretrained_lib.load_variables(path, expected)
     # From the same host array in every process: works for any sharding, multi-host included.
     return jax.tree.map(
-        lambda a: jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx]),
+        lambda a, s: jax.make_array_from_callback(a.shape, s, lambda idx: a[idx]),
         host,
+        targets,
         is_leaf=lambda a: isinstance(a, np.ndarray),
     )
 
 
 def param_count(params: Any) -> int:
+    """Number of scalars in a parameter tree."""
     return sum(int(x.size) for x in jax.tree.leaves(params))

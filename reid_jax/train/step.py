@@ -7,6 +7,7 @@ Clips arrive as uint8 [B, T, H, W, 3] and are normalised here, on the device: th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -35,8 +36,25 @@ class LossConfig:
         return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
 
 
-def weight_stats(weights: jax.Array) -> dict[str, jax.Array]:
-    """Mean over clips of the min / max temporal weight and of the weight entropy."""
+def weight_stats(
+    weights: jax.Array | Sequence[jax.Array], frame_weights: jax.Array | None = None
+) -> dict[str, jax.Array]:
+    """Mean over clips of the min / max temporal weight and of the weight entropy.
+
+    Pairwise fusions give one [B, pairs, 2] array per level: stats per level go to
+    ``weights/level<i>/...``; the headline ``weights/...`` use ``frame_weights`` [B, T] if given,
+    else the first level.
+    """
+    if isinstance(weights, (list, tuple)):
+        out = {}
+        for i, level in enumerate(weights):
+            for key, value in weight_stats(level).items():
+                out[key.replace("weights/", f"weights/level{i}/", 1)] = value
+        if frame_weights is None and weights:
+            frame_weights = weights[0]
+        if frame_weights is not None:
+            out.update(weight_stats(frame_weights))
+        return out
     w = weights.astype(jnp.float32)
     entropy = -jnp.sum(w * jnp.log(jnp.clip(w, 1e-12)), axis=-1)
     return {
@@ -80,7 +98,7 @@ def train_step(
             "triplet/frac_active": tri_aux["frac_active"],
         }
         if "weights" in aux:
-            metrics.update(weight_stats(aux["weights"]))
+            metrics.update(weight_stats(aux["weights"], aux.get("frame_weights")))
         return loss, (updates["batch_stats"], metrics)
 
     grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -102,6 +120,6 @@ def embed_step(
     _, aux = model.apply(variables, clips, train=False)
     key = {"bn": "bn_features", "raw": "features"}[feature]
     out = {"features": aux[key].astype(jnp.float32)}
-    if "weights" in aux:
-        out["weights"] = aux["weights"].astype(jnp.float32)
+    if "weights" in aux:  # per-frame [B,T]: pairwise fusions give it as "frame_weights"
+        out["weights"] = aux.get("frame_weights", aux["weights"]).astype(jnp.float32)
     return out

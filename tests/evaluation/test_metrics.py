@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from reid_jax.evaluation import metrics
+from reid_jax.evaluation import metrics, ranking
 from reid_jax.evaluation.metrics import PROTOCOLS, evaluate, format_table, query_gallery_indices
 
 MARS_INFO = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mars_info"
@@ -238,13 +238,25 @@ def test_official_identical_without_junk_rows(seed):
     np.testing.assert_array_equal(full["cmc"], less["cmc"])
 
 
-def test_stable_order_equals_numpy_stable_argsort():
+@pytest.mark.parametrize("block", [2, 256])
+def test_stable_positions_equal_numpy_stable_argsort(block):
     rng = np.random.default_rng(0)
     specials = np.array([0.0, -0.0, np.inf, -np.inf, -1.5, 1e-30, -1e-30, 3.0])
     d = rng.choice(np.concatenate([specials, rng.normal(size=4)]), size=(6, 200))
-    for arr in (d, d.astype(np.float32), d.astype(np.float16), rng.normal(size=(3, 50))):
-        expected = np.argsort(arr, axis=1, kind="stable")
-        np.testing.assert_array_equal(metrics._stable_order(arr), expected)
+    near = rng.normal(size=(5, 300)) * np.where(rng.random((5, 300)) < 0.05, 1.0, 100.0)
+    arrays = (d, d.astype(np.float32), d.astype(np.float16), rng.normal(size=(3, 50)),
+              rng.integers(0, 4, size=(4, 30)), near)  # fmt: skip
+    for arr in arrays:
+        inverse = np.argsort(np.argsort(arr, axis=1, kind="stable"), axis=1, kind="stable")
+        rows = rng.integers(0, arr.shape[0], size=40)
+        cols = rng.integers(0, arr.shape[1], size=40)
+        pos = ranking.stable_positions(arr, rows, cols, block=block, workers=2)
+        np.testing.assert_array_equal(pos, inverse[rows, cols])
+        # Restricted to a column subset: count the subset's entries ranked before the pair.
+        sub = np.sort(rng.choice(arr.shape[1], size=arr.shape[1] // 3, replace=False))
+        got = ranking.stable_positions(arr, rows, cols, sub_cols=sub, block=block)
+        expected = [np.sum(inverse[r, sub] < inverse[r, c]) for r, c in zip(rows, cols)]
+        np.testing.assert_array_equal(got, expected)
 
 
 # ---------------------------------------------------------------- validation

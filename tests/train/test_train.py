@@ -1,9 +1,12 @@
-"""End to end: train_and_evaluate on a tiny SynthMARS, resume exactly, and the CLI's config lock."""
+"""End to end: train_and_evaluate on a tiny SynthMARS, stop on SIGTERM and resume exactly, and the
+CLI's config lock."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from reid_jax.train.loop import BadFrames, schedule_steps, train_and_evaluate
+from reid_jax import parallel
+from reid_jax.train.loop import BadFrames, read_jsonl, schedule_steps, train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,27 +44,55 @@ def _tiny(data_dirs, num_steps):
     return cfg
 
 
-def test_train_and_evaluate_reports_both_protocols(data_dirs, tmp_path):
-    out = train_and_evaluate(_tiny(data_dirs, 3), tmp_path)
+@pytest.fixture(scope="module")
+def straight(data_dirs, tmp_path_factory):
+    """An uninterrupted 4-step run (shared: each run costs a compile)."""
+    workdir = tmp_path_factory.mktemp("straight")
+    return workdir, train_and_evaluate(_tiny(data_dirs, 4), workdir)
+
+
+def test_train_and_evaluate_reports_both_protocols(straight):
+    workdir, out = straight
     (final,) = out["history"]
-    assert final["step"] == 3
+    assert final["step"] == 4 and not out["preempted"] and out["start_step"] == 0
     for protocol in ("official", "legacy"):
         for key in ("mAP", "Rank1", "Rank5", "mINP"):
             assert 0.0 <= final[f"retrieval/{protocol}/{key}"] <= 1.0
         assert final[f"retrieval/{protocol}/Rank1"] <= final[f"retrieval/{protocol}/Rank5"]
-    table = (tmp_path / "results.md").read_text()
+    table = (workdir / "results.md").read_text()
     assert "| epoch | mAP | Rank1 | Rank5 |" in table and "official" in table and "legacy" in table
-    assert json.loads((tmp_path / "eval_history.json").read_text())[0]["step"] == 3
-    assert {p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()} >= {"3"}
-    assert any((tmp_path / "tensorboard").iterdir())
+    assert json.loads((workdir / "eval_history.json").read_text())[0]["step"] == 4
+    assert {p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()} >= {"4"}
+    assert any((workdir / "tensorboard").iterdir())
+    assert [r["step"] for r in read_jsonl(workdir / "train_metrics.jsonl")] == [1, 2, 3, 4]
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(data_dirs, tmp_path):
-    straight = train_and_evaluate(_tiny(data_dirs, 4), tmp_path / "straight")
-    first = train_and_evaluate(_tiny(data_dirs, 2), tmp_path / "resumed")
-    assert first["start_step"] == 0 and int(first["state"].step) == 2
+def test_sigterm_stop_and_resume_equals_an_uninterrupted_run(
+    data_dirs, straight, tmp_path, monkeypatch
+):
+    straight_dir, straight = straight
+    # A SIGTERM arrives while step 2 is being prepared: the run finishes step 2, saves it and
+    # returns (no Python handler is left behind); rerunning the same command continues.
+    calls = []
+    global_batch = parallel.global_batch
+
+    def sigterm_on_second_train_batch(local, mesh):
+        if "label" in local:
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return global_batch(local, mesh)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as m:
+        m.setattr(parallel, "global_batch", sigterm_on_second_train_batch)
+        first = train_and_evaluate(_tiny(data_dirs, 4), tmp_path / "resumed")
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert first["preempted"] and int(first["state"].step) == 2 and not first["history"]
+    assert (tmp_path / "resumed" / "PREEMPTED").read_text().strip() == "2"
     second = train_and_evaluate(_tiny(data_dirs, 4), tmp_path / "resumed")
     assert second["start_step"] == 2 and int(second["state"].step) == 4
+    assert not second["preempted"] and not (tmp_path / "resumed" / "PREEMPTED").exists()
     # Same data order and same arithmetic: the parameters agree bit for bit on CPU.
     for a, b in zip(
         jax.tree.leaves(straight["state"].params), jax.tree.leaves(second["state"].params)
@@ -69,6 +101,10 @@ def test_stop_and_resume_equals_an_uninterrupted_run(data_dirs, tmp_path):
     assert straight["history"][-1] == pytest.approx(
         {**second["history"][-1], "eval_seconds": straight["history"][-1]["eval_seconds"]}
     )
+    # Per-step records: the resumed run's losses continue the first run's, bit for bit.
+    records = [read_jsonl(d / "train_metrics.jsonl") for d in (straight_dir, tmp_path / "resumed")]
+    assert [r["step"] for r in records[1]] == [1, 2, 3, 4]
+    assert [r["loss"] for r in records[1]] == [r["loss"] for r in records[0]]
 
 
 def test_schedule_steps_converts_epochs_once():
@@ -89,9 +125,21 @@ def test_bad_frames_are_counted_then_stop_the_run_with_their_names():
 
 def test_cli_rejects_an_unknown_config_key(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "reid_jax.main", "--config", "configs/synth_mars_demo.py",
-         "--workdir", str(tmp_path), "--config.data.no_such_key=1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "reid_jax.main",
+            "--config",
+            "configs/synth_mars_demo.py",
+            "--workdir",
+            str(tmp_path),
+            "--config.data.no_such_key=1",
+        ],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "no_such_key" in proc.stderr

@@ -1,0 +1,27 @@
+"""ResNet-50 on MARS, the recipe of ``mars_r50_tp.py`` with fusion ``temporal_conv``.
+
+A learned 1-D temporal convolution in place of averaging (the note's item 2); kernel size
+0 = T, initialised as temporal average pooling.
+
+    python -m reid_jax.main --config configs/mars_r50_temporal_conv.py \\
+        --workdir runs/mars_r50_temporal_conv --config.data.raw_dir=/path/to/MARS
+
+Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (which this file loads,
+so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.
+"""
+
+import importlib.util
+from pathlib import Path
+
+
+def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
+    """The mars_r50_tp recipe (``arg`` as there: "" or "tiny") with this file's fusion."""
+    spec = importlib.util.spec_from_file_location(
+        "mars_r50_tp", Path(__file__).with_name("mars_r50_tp.py")
+    )
+    tp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tp)
+    c = tp.get_config(arg)
+    c.model.fusion = "temporal_conv"
+    c.model.fusion_kwargs.kernel_size = 0
+    return c

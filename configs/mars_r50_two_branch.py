@@ -1,0 +1,35 @@
+"""ResNet-50 on MARS, the recipe of ``mars_r50_tp.py`` with fusion ``two_branch``.
+
+Appearance (cosine_center) + motion (templet), concatenated: D = 2C = 4096.
+
+    python -m reid_jax.main --config configs/mars_r50_two_branch.py \\
+        --workdir runs/mars_r50_two_branch --config.data.raw_dir=/path/to/MARS
+
+Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (which this file loads,
+so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.
+"""
+
+import importlib.util
+from pathlib import Path
+
+
+def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
+    """The mars_r50_tp recipe (``arg`` as there: "" or "tiny") with this file's fusion."""
+    spec = importlib.util.spec_from_file_location(
+        "mars_r50_tp", Path(__file__).with_name("mars_r50_tp.py")
+    )
+    tp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tp)
+    c = tp.get_config(arg)
+    c.model.fusion = "two_branch"
+    c.model.fusion_kwargs.combine = "concat"
+    c.model.fusion_kwargs.tau = 1.0
+    c.model.fusion_kwargs.learn_tau = False
+    c.model.fusion_kwargs.mode = "pairwise"
+    c.model.fusion_kwargs.weighting = "softmax"
+    c.model.fusion_kwargs.iterations = 0
+    c.model.fusion_kwargs.alpha_max = 10.0
+    c.model.fusion_kwargs.per_channel = False
+    c.model.fusion_kwargs.refine = True
+    c.model.fusion_kwargs.reduction = 4
+    return c

@@ -1,0 +1,121 @@
+"""cosine_center against the note's numbers and a numpy reference of every variant."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reid_jax.fusion import cosine_center
+from reid_jax.fusion.cosine import CosineCenterFusion, center_weights, floor_weight
+
+
+def _jit_cc(frames, **kwargs):
+    """cosine_center under jit (options static)."""
+    return jax.jit(functools.partial(cosine_center, **kwargs))(jnp.asarray(frames, jnp.float32))
+
+
+def _np_cos(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return x @ c / (np.linalg.norm(x, axis=-1) * np.linalg.norm(c))
+
+
+def _np_weights(x: np.ndarray, tau: float, weighting: str, iterations: int) -> np.ndarray:
+    """Reference for one clip x [n, D] (float64)."""
+    if weighting != "softmax":
+        x = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    center = x.mean(0)
+    for _ in range(iterations + 1):
+        s = _np_cos(x, center)
+        logits = -np.arccos(np.clip(s, -1, 1)) / tau if weighting == "angle" else s / tau
+        w = np.exp(logits - logits.max())
+        w /= w.sum()
+        center = w @ x
+    return w
+
+
+def test_the_notes_weight_floor_881_119():
+    # f1 = (2, 0), f2 = (-1, 0): centre (0.5, 0), scores +1 and -1.
+    frames = jnp.array([[[2.0, 0.0], [-1.0, 0.0]]])
+    e = math.e
+    for mode in ("flat", "pairwise"):
+        fused, aux = _jit_cc(frames, tau=1.0, mode=mode)
+        w = aux.get("frame_weights", aux["weights"])
+        np.testing.assert_allclose(w[0], [e / (e + 1 / e), (1 / e) / (e + 1 / e)], rtol=1e-6)
+        np.testing.assert_allclose(w[0], [0.8808, 0.1192], atol=1e-4)
+        np.testing.assert_allclose(fused[0], 0.8808 * np.array([2, 0]) + 0.1192 * np.array([-1, 0]),
+                                   atol=1e-3)  # fmt: skip
+    assert floor_weight(2, 1.0) == pytest.approx(0.1192, abs=1e-4)
+    for tau in (0.25, 0.5, 2.0):  # tau moves the floor: 1 / (1 + exp(2 / tau)) for two scores
+        w = jax.jit(center_weights)(frames, tau)[0]
+        np.testing.assert_allclose(w[1], floor_weight(2, tau), rtol=1e-5)
+        np.testing.assert_allclose(w[1], 1 / (1 + math.exp(2 / tau)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["softmax", "angle", "vmf"])
+@pytest.mark.parametrize("iterations", [0, 2])
+def test_flat_weights_match_numpy_reference(weighting, iterations):
+    x = np.random.default_rng(0).normal(size=(3, 5, 7))
+    x[0, 2] *= 5.0  # a large-norm frame: the raw centre and the mean direction differ
+    tau = 0.4
+    _, aux = _jit_cc(x, tau=tau, mode="flat", weighting=weighting, iterations=iterations)
+    for b in range(3):
+        np.testing.assert_allclose(
+            aux["weights"][b], _np_weights(x[b], tau, weighting, iterations), rtol=2e-5
+        )
+
+
+def test_sphere_centre_ignores_norms_raw_centre_does_not():
+    x = np.random.default_rng(1).normal(size=(1, 4, 6)).astype(np.float32)
+    scaled = x.copy()
+    scaled[0, 0] *= 10.0
+    for weighting, invariant in (("softmax", False), ("angle", True), ("vmf", True)):
+        weigh = jax.jit(functools.partial(center_weights, tau=0.5, weighting=weighting))
+        w1, w2 = weigh(jnp.asarray(x)), weigh(jnp.asarray(scaled))
+        assert np.allclose(w1, w2, rtol=1e-5) == invariant, weighting
+
+
+def test_pairwise_tree_levels_and_frame_weights():
+    x = np.random.default_rng(2).normal(size=(2, 4, 3))
+    fused, aux = _jit_cc(x, tau=0.7, mode="pairwise")
+    w0, w1 = (np.asarray(lvl) for lvl in aux["weights"])
+    for b in range(2):  # reference: (0,1) and (2,3), then the two results
+        p = _np_weights(x[b, 0:2], 0.7, "softmax", 0)
+        q = _np_weights(x[b, 2:4], 0.7, "softmax", 0)
+        g = np.stack([p @ x[b, 0:2], q @ x[b, 2:4]])
+        r = _np_weights(g, 0.7, "softmax", 0)
+        np.testing.assert_allclose(w0[b], [p, q], rtol=1e-5)
+        np.testing.assert_allclose(w1[b, 0], r, rtol=1e-5)
+        np.testing.assert_allclose(fused[b], r @ g, rtol=1e-5, atol=1e-6)
+        frame = np.concatenate([r[0] * p, r[1] * q])
+        np.testing.assert_allclose(aux["frame_weights"][b], frame, rtol=1e-5)
+        np.testing.assert_allclose(fused[b], frame @ x[b], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("t,levels", [(3, [1, 1]), (5, [2, 1, 1]), (1, [])])
+def test_pairwise_with_t_not_a_power_of_two_carries_the_odd_frame(t, levels):
+    x = np.random.default_rng(3).normal(size=(1, t, 4))
+    fused, aux = _jit_cc(x, mode="pairwise")
+    assert [lvl.shape[1] for lvl in aux["weights"]] == levels
+    fw = np.asarray(aux["frame_weights"][0])
+    np.testing.assert_allclose(fw.sum(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(fused[0], fw @ x[0], rtol=1e-5, atol=1e-6)
+    if t == 3:  # (0,1) -> g, then (g, 2): frame 2's weight is its last-level weight
+        np.testing.assert_allclose(fw[2], aux["weights"][1][0, 0, 1], rtol=1e-6)
+
+
+def test_learned_tau_is_one_parameter_with_a_gradient():
+    module = CosineCenterFusion(tau=0.5, learn_tau=True, mode="flat")
+    maps = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 2, 2, 5)), jnp.float32)
+    key = jax.random.key(1, impl="unsafe_rbg")
+    variables = jax.jit(lambda k, x: module.init(k, x, False))(key, maps)
+    assert jax.tree.map(jnp.shape, variables) == {"params": {"log_tau": ()}}
+    np.testing.assert_allclose(variables["params"]["log_tau"], math.log(0.5), rtol=1e-6)
+
+    def entropy(v):
+        w = module.apply(v, maps, False)[1]["weights"]
+        return -jnp.sum(w * jnp.log(w))
+
+    grad = jax.jit(jax.grad(entropy))(variables)["params"]["log_tau"]
+    assert np.isfinite(grad) and grad > 0  # a larger tau flattens the weights

@@ -1,0 +1,128 @@
+"""A two-step training run of the demo config (``synth_mars_demo.get_config("tiny")``) with every
+fusion, on one SynthMARS tree shared by all of them; and the evaluation's per-frame weight dump."""
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from reid_jax import parallel
+from reid_jax.data import builders, pipeline, sampling, transforms
+from reid_jax.evaluation.evaluators import RetrievalEvaluator
+from reid_jax.fusion import FUSIONS
+from reid_jax.models.reid import make_model
+from reid_jax.train.loop import train_and_evaluate
+
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "synth_mars_demo.py"
+
+
+def _demo_config():
+    spec = importlib.util.spec_from_file_location("synth_mars_demo", DEMO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory):
+    """``train(method) -> (config, train_and_evaluate's result)``, each method trained once."""
+    data = tmp_path_factory.mktemp("synth")
+    runs = {}
+
+    def run(method: str):
+        if method not in runs:
+            cfg = _demo_config()
+            cfg.num_steps, cfg.eval_every_epochs = 2, 0
+            cfg.data.raw_dir, cfg.data.data_dir = str(data / "raw"), str(data / "tfds")
+            cfg.checkpoint.every_steps, cfg.checkpoint.async_save = 1000, False
+            cfg.model.fusion = method
+            cfg.lock()
+            with jax.default_prng_impl("unsafe_rbg"):  # threefry init compiles slowly on CPU
+                runs[method] = cfg, train_and_evaluate(cfg, data / f"run_{method}")
+        return runs[method]
+
+    return run
+
+
+@pytest.mark.parametrize("method", sorted(FUSIONS))
+def test_two_step_training_run(method, train):
+    cfg, out = train(method)
+    assert int(out["state"].step) == 2
+    (final,) = out["history"]
+    assert 0.0 <= final["retrieval/official/mAP"] <= 1.0
+    # Evaluation logs the weight stats of the per-frame test weights (T = seq_len frames).
+    t = cfg.data.seq_len
+    w_min, w_max = final["retrieval/weights/min"], final["retrieval/weights/max"]
+    assert 0.0 <= w_min <= 1.0 / t + 1e-6 <= w_max + 2e-6 and w_max <= 1.0 + 1e-6
+    assert 0.0 <= final["retrieval/weights/entropy"] <= np.log(t) + 1e-5
+    if method == "mean":
+        np.testing.assert_allclose([w_min, w_max], [1 / t, 1 / t], rtol=1e-5)
+    params = out["state"].params
+    features = params["bnneck"]["scale"].shape[0]
+    c = 512 * cfg.model.width // 64  # resnet18 output channels
+    expected = {"two_branch": 2 * c, "lstm": 512}.get(method, c)  # concat; LSTM hidden
+    assert features == expected
+    for leaf in jax.tree.leaves(params):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+def test_evaluation_dumps_per_frame_weights(train, tmp_path):
+    cfg, out = train("cosine_center")
+    test_source, index = builders.load_split(cfg.data.name, cfg.data.data_dir, "test")
+    train_index = builders.load_split(cfg.data.name, cfg.data.data_dir, "train")[1]
+    eval_cfg = cfg.evals.retrieval.copy_and_resolve_references()
+    eval_cfg.dump_weights = True
+    evaluator = RetrievalEvaluator(
+        eval_cfg,
+        model=make_model(cfg.model, train_index.num_classes),
+        source=test_source,
+        index=index,
+        data_cfg=cfg.data,
+        mesh=parallel.make_mesh(cfg.mesh),
+        process=pipeline.ProcessSlice(),
+        workdir=tmp_path,
+    )
+    results = dict(evaluator.run(out["state"]))
+    dump = np.load(tmp_path / "fusion_weights_step2.npz")
+    t = cfg.data.seq_len
+    n = len(index.pid)
+    weights, offsets, tracklet = dump["weights"], dump["offsets"], dump["tracklet"]
+    assert weights.shape == offsets.shape == (len(tracklet), t)
+    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(dump["pid"], index.pid)
+    assert dump["row_start"].shape == (n + 1,) and dump["row_start"][-1] == len(tracklet)
+    for k in range(n):  # every tracklet: its chunks cover all its frames, as in testing
+        rows = slice(dump["row_start"][k], dump["row_start"][k + 1])
+        assert np.all(tracklet[rows] == k)
+        expected = sampling.all_frames_chunks(int(index.length[k]), t)
+        np.testing.assert_array_equal(offsets[rows], expected)
+    # The dumped row of one chunk (the last tracklet's last chunk: rows stay aligned across
+    # batches) equals the weights the model gives that chunk's clip on its own.
+    table = pipeline.eval_chunks(index, t, cfg.data.test_sampling, cfg.data.test_batch_size)
+    row = int(np.flatnonzero(table[:, 0] >= 0)[-1])
+    d = cfg.data
+    load = pipeline.EvalClips(
+        source=test_source, index=index, chunks=table, height=d.height, width=d.width,
+        transform=transforms.compose(transforms.test_transforms(d.height, d.width)),
+    )  # fmt: skip
+    clip = np.repeat(load(row)["clip"][None], d.test_batch_size, axis=0)
+    alone = np.asarray(evaluator.embed(out["state"], {"clip": clip})["weights"][0])
+    np.testing.assert_allclose(weights[-1], alone, rtol=1e-5, atol=1e-7)
+    assert tracklet[-1] == table[row, 0] and np.all(offsets[-1] == table[row, 1:])
+    assert np.ptp(weights, axis=1).max() > 1e-4  # cosine weights are not all uniform
+    np.testing.assert_allclose(results["weights/min"], weights.min(1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["weights/max"], weights.max(1).mean(), rtol=1e-5)
+    assert results["official/mAP"] == pytest.approx(out["history"][-1]["retrieval/official/mAP"])
+
+
+def test_dump_without_workdir_is_refused(train):
+    cfg, _ = train("mean")
+    eval_cfg = cfg.evals.retrieval.copy_and_resolve_references()
+    eval_cfg.dump_weights = True
+    with pytest.raises(ValueError, match="dump_weights"):
+        RetrievalEvaluator(
+            eval_cfg, model=None, source=None, index=None, data_cfg=cfg.data,
+            mesh=None, process=None,
+        )
