@@ -25,7 +25,7 @@ while getopts "n:d:l:g:h" opt; do
     d) ndev="$OPTARG" ;;
     l) logdir="$OPTARG" ;;
     g) grace="$OPTARG" ;;
-    h) sed -n '2,17p' "$0"; exit 0 ;;
+    h) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "local.sh: see launch/local.sh -h" >&2; exit 2 ;;
   esac
 done

@@ -67,15 +67,12 @@ def plan(
         raise ValueError(f"distributed mode {mode!r}: expected one of {MODES}")
     if mode == "off":
         return Plan("single")
-    explicit = {
-        "REID_JAX_COORDINATOR": coordinator_address or env.get("REID_JAX_COORDINATOR"),
-        "REID_JAX_NUM_PROCESSES": num_processes
-        if num_processes is not None
-        else env.get("REID_JAX_NUM_PROCESSES"),
-        "REID_JAX_PROCESS_ID": process_id
-        if process_id is not None
-        else env.get("REID_JAX_PROCESS_ID"),
+    given = {
+        "REID_JAX_COORDINATOR": coordinator_address,
+        "REID_JAX_NUM_PROCESSES": num_processes,
+        "REID_JAX_PROCESS_ID": process_id,
     }
+    explicit = {k: env.get(k) if v is None or v == "" else v for k, v in given.items()}
     if explicit["REID_JAX_COORDINATOR"]:
         missing = [k for k, v in explicit.items() if v is None or v == ""]
         if missing:

@@ -93,7 +93,6 @@ def main(argv: list[str]) -> None:
         else:
             job_lib.evaluate_run(_CONFIG.value, _WORKDIR.value, opts)
     except (ValueError, FileNotFoundError, TimeoutError) as e:
-        logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -193,6 +194,13 @@ def eval_chunks(
     return table
 
 
+def _ignore_sigterm(worker_index: int, worker_count: int) -> None:
+    """Workers ignore SIGTERM: a scheduler signals the whole process group, and the trainer
+    must outlive it long enough to save its preemption checkpoint from the workers' batches."""
+    del worker_index, worker_count
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _iterate(
     dataset: grain.MapDataset, batch: int, num_workers: int, threads: int
 ) -> grain.DatasetIterator:
@@ -200,7 +208,8 @@ def _iterate(
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
     if num_workers > 0:
         ds = ds.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2)
+            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2),
+            worker_init_fn=_ignore_sigterm,
         )
     return iter(ds)
 

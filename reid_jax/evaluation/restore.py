@@ -114,7 +114,7 @@ def restore(manager: ocp.CheckpointManager, run: Run, step: int) -> Any:
 
 
 def _fmt(epoch: float) -> str:
-    return str(int(epoch)) if math.isclose(epoch, round(epoch)) else f"{epoch:.2f}"
+    return str(int(epoch)) if math.isclose(epoch, round(epoch)) else f"{epoch:.4g}"
 
 
 def select_steps(

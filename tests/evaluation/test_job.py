@@ -86,7 +86,7 @@ def test_job_writes_records_then_a_restart_skips_them(trained, monkeypatch, caps
 
 def test_unsaved_epoch_is_named_with_the_saved_ones(trained):
     cfg, workdir, _ = trained
-    saved = r"saved epochs: 0\.50 \(step 1\), 1 \(step 2\), 1\.50 \(step 3\)"
+    saved = r"saved epochs: 0\.5 \(step 1\), 1 \(step 2\), 1\.5 \(step 3\)"
     with pytest.raises(ValueError, match=r"epoch\(s\) 0.75 not saved .*2 steps.*" + saved):
         job_lib.evaluate_run(cfg, workdir, job_lib.Options(epochs=[0.75, 1.0]))
     with pytest.raises(ValueError, match=r"step\(s\) \[7\] not saved"):

@@ -77,7 +77,9 @@ def setup(tmp_path_factory):
 class Run:
     """One launch/local.sh invocation: its workdir, per-process logs and pids."""
 
-    def __init__(self, setup: dict, name: str, layout: str, heartbeat_s: int = 30):
+    def __init__(
+        self, setup: dict, name: str, layout: str, heartbeat_s: int = 30, save_every: int = 1
+    ):
         nproc, ndev, mesh = LAYOUTS[layout]
         self.nproc = nproc
         self.workdir = setup["base"] / name / "work"
@@ -90,7 +92,7 @@ class Run:
             "optim.schedule": "constant",
             "optim.lr": 1e-4,
             "log_data_order": True,
-            "checkpoint.every_steps": 1,
+            "checkpoint.every_steps": save_every,  # the final step is always saved
             **{f"mesh.{k}": v for k, v in mesh.items()},
         }
         cmd = ["bash", str(LOCAL), "-n", str(nproc), "-d", str(ndev), "-l", str(self.logdir), "--"]
@@ -180,7 +182,7 @@ def layouts(setup):
     """The three uninterrupted layouts, run one after the other (2 CPU cores)."""
     runs = {}
     for layout in LAYOUTS:
-        run = Run(setup, f"straight_{layout}", layout)
+        run = Run(setup, f"straight_{layout}", layout, save_every=STEPS)
         out = run.wait()
         assert set(run.exit_codes(out).values()) == {0}, out + run.log(0)[-3000:]
         runs[layout] = run
