@@ -130,7 +130,8 @@ class RetrievalEvaluator:
         self, feats: np.ndarray, camera_pairs: bool | None = None, keep_distances: bool = False
     ) -> dict[str, dict[str, Any]]:
         """Full ``metrics.evaluate`` results per variant (``keep_distances`` adds "distances",
-        "query_rows", "gallery_rows"); camera-pair matrices on the plain official variant."""
+        "query_rows", "gallery_rows" to the first variant's, e.g. for ranked lists);
+        camera-pair matrices on the plain official variant."""
         pairs = self.cfg.get("camera_pairs", False) if camera_pairs is None else camera_pairs
         idx = self.index
         out = {}
@@ -141,7 +142,7 @@ class RetrievalEvaluator:
                 dist, idx.pid[q], idx.pid[g], idx.camid[q], idx.camid[g], protocol=protocol,
                 camera_pairs=pairs and variant == "official",
             )  # fmt: skip
-            if keep_distances:
+            if keep_distances and not out:
                 res.update(distances=dist, query_rows=q, gallery_rows=g)
             out[variant] = res
         return out

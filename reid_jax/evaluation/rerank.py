@@ -40,69 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 
+from reid_jax.evaluation import neighbours
+
 _ROW_BLOCK = 512  # rows of the distance matrix computed per jitted call
 _QUERY_BLOCK = 512  # queries whose Jaccard sums are accumulated at once
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _neighbour_block(x_blk, x2_all, sq_all, k):
-    """Row maxima of the squared distances of items ``x_blk`` and their k nearest items.
-
-    Ranks by ``s = 2 x_i.x_j - |x_j|^2`` (= |x_i|^2 - d_ij: the same order, one fused matmul
-    and no [block, N] epilogue); ties: lower index first."""
-    s = jnp.matmul(x_blk, x2_all.T, precision=jax.lax.Precision.HIGHEST) - sq_all[None, :]
-    sq_blk = jnp.sum(x_blk * x_blk, axis=1)
-    return sq_blk - jnp.min(s, axis=1), jax.lax.top_k(s, k)[1]
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _query_block(x_blk, x2_all, sq_all, gallery, k):
-    """``_neighbour_block`` plus the items' squared distances to the gallery items."""
-    s = jnp.matmul(x_blk, x2_all.T, precision=jax.lax.Precision.HIGHEST) - sq_all[None, :]
-    sq_blk = jnp.sum(x_blk * x_blk, axis=1)
-    d = jnp.maximum(sq_blk[:, None] - jnp.take(s, gallery, axis=1), 0.0)
-    return sq_blk - jnp.min(s, axis=1), jax.lax.top_k(s, k)[1], d
-
-
-def _self_first(features: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-    """Rows whose first neighbour is not the item itself (a near-duplicate won by float32
-    rounding) are ranked again exactly: float64 distances, self = 0, ties by index."""
-    n, k = nearest.shape
-    for i in np.flatnonzero(nearest[:, 0] != np.arange(n)):
-        diff = features.astype(np.float64) - features[i].astype(np.float64)
-        d = np.einsum("ij,ij->i", diff, diff)
-        d[i] = 0.0
-        nearest[i] = np.argsort(d, kind="stable")[:k]
-    return nearest
-
-
-def _neighbours(features: np.ndarray, k: int, query_rows, gallery_rows, block: int) -> tuple:
-    """One blockwise pass over all N distance rows, never holding more than a block of them:
-    (row maxima [N], k nearest items [N, k] int64, query x gallery distances [Q, G] float32)."""
-    n = len(features)
-    x = jnp.asarray(features, dtype=jnp.float32)
-    sq = jnp.sum(x * x, axis=1)
-    x2 = 2.0 * x
-    gallery = jnp.asarray(gallery_rows)
-    rowmax = np.empty(n, dtype=np.float32)
-    nearest = np.empty((n, k), dtype=np.int64)
-    qg = np.empty((len(query_rows), len(gallery_rows)), dtype=np.float32)
-    rest = np.setdiff1d(np.arange(n), query_rows)
-    order = np.concatenate([query_rows, rest])  # query rows first: their distances are kept
-    block = min(block, n)
-    for start in range(0, n, block):
-        rows = order[start : start + block]
-        m = len(rows)
-        padded = jnp.asarray(np.concatenate([rows, np.full(block - m, rows[-1])]))
-        if start < len(query_rows):
-            mx, nn, dq = _query_block(x[padded], x2, sq, gallery, k)
-            q = min(m, len(query_rows) - start)
-            qg[start : start + q] = np.asarray(dq)[:q]
-        else:
-            mx, nn = _neighbour_block(x[padded], x2, sq, k)
-        rowmax[rows] = np.asarray(mx)[:m]
-        nearest[rows] = np.asarray(nn)[:m]
-    return rowmax, _self_first(np.asarray(features), nearest), qg
 
 
 def _reciprocal(fwd: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -236,7 +177,9 @@ def k_reciprocal(
         raise ValueError(f"need k1 >= 1, k2 >= 1, 0 <= lambda <= 1; got {k1}, {k2}, {lambda_value}")
     query_rows, gallery_rows = np.asarray(query_rows), np.asarray(gallery_rows)
     k = min(max(k1 + 1, k2), n)
-    rowmax, nearest, qg = _neighbours(features, k, query_rows, gallery_rows, block)
+    rowmax, nearest, qg = neighbours.nearest_neighbours(
+        features, k, query_rows, gallery_rows, block
+    )
     lap("distances_topk")
     pattern = _expanded_sets(nearest, k1)
     lap("reciprocal_sets")
