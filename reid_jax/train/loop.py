@@ -80,8 +80,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     lead = jax.process_index() == 0
     data_cfg = config.data
     prepare.ensure_prepared(data_cfg)
-    train_source, train_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "train")
-    test_source, test_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "test")
+    train_source, train_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "train", trial=data_cfg.split)
+    test_source, test_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "test", trial=data_cfg.split)
 
     mesh = parallel.make_mesh(config.mesh)
     global_batch = data_cfg.p * data_cfg.k
