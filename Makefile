@@ -9,7 +9,7 @@ WORKDIR ?= runs/demo
 # then skip with their reason).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo ablation
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ install: $(STAMP)
 # prints the table once training is complete); `make clean-demo` starts over.
 demo: $(STAMP)
 	$(PY) -m reid_jax.main --config configs/synth_mars_demo.py --workdir $(WORKDIR)
+
+# The fusion ablation of docs/experiments.md (54 short jobs + report, ~60-90 min on 2 CPU cores);
+# rerunning resumes. ABLATION_FLAGS e.g. '--seeds 2 --corruption_rates 0.15'.
+ABLATION_DIR ?= runs/ablation
+ABLATION_FLAGS ?=
+ablation: $(STAMP)
+	$(PY) -m reid_jax.experiments.ablate --base configs/synth_mars_ablation.py \
+		--workdir $(ABLATION_DIR) $(ABLATION_FLAGS)
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
 test: $(STAMP)-torch

@@ -55,7 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.pad = 10
     c.data.flip_p = 0.5
     c.data.erase_p = 0.5
-    c.data.test_sampling = "all"  # "all" frames in chunks of T, or "evenly" (T spread frames)
+    # "all" frames in chunks of T, "evenly" (T spread frames) or "restricted_random" (one seeded
+    # random frame from each of T equal parts)
+    c.data.test_sampling = "all"
     c.data.test_batch_size = 64  # clips per evaluation batch (bounds device memory)
     c.data.num_workers = 2  # grain worker processes (0 = in the main process)
     c.data.num_threads = 4  # reader threads per worker

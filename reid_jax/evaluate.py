@@ -9,12 +9,12 @@ step_<N>.json, TensorBoard scalars, PNGs, ranked lists. ``--trials`` evaluates e
 
 from __future__ import annotations
 
-import logging as pylogging
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from reid_jax import logs
 from reid_jax.evaluation import job as job_lib
 from reid_jax.evaluation import trials as trials_lib
 
@@ -70,21 +70,11 @@ def options() -> job_lib.Options:
     )  # fmt: skip
 
 
-class _QuietLibraries(pylogging.Filter):
-    """Drops INFO chatter of orbax / tensorstore / TFDS / grain so the job's lines stay readable."""
-
-    NOISY = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/", "/grain/")
-
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        if record.levelno >= pylogging.WARNING:
-            return True
-        return not any(part in record.pathname for part in self.NOISY)
-
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    logs.quiet_libraries()
     opts = options()
     try:
         if _TRIALS.value:

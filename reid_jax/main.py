@@ -8,14 +8,13 @@ see docs/scaling.md and launch/). Exit codes: 0 done, or stopped by a preemption
 
 from __future__ import annotations
 
-import logging as pylogging
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from reid_jax import distributed
+from reid_jax import distributed, logs
 from reid_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -50,21 +49,11 @@ _PREEMPTED_EXIT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(pylogging.Filter):
-    """Drops INFO chatter of orbax / tensorstore / TFDS so progress lines stay readable."""
-
-    NOISY = ("/orbax/", "/tensorstore/", "/tensorflow_datasets/", "/grain/")
-
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        if record.levelno >= pylogging.WARNING:
-            return True
-        return not any(part in record.pathname for part in self.NOISY)
-
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    logs.quiet_libraries()
     distributed.initialize(
         _COORDINATOR.value,
         _NUM_PROCESSES.value,

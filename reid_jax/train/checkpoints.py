@@ -82,8 +82,13 @@ def restore(
         raise ValueError(
             f"checkpoint {manager.directory}/{step} does not match this config's model: {e}"
         ) from e
-    except FileNotFoundError as e:  # the iterator state of this process was never written
-        raise FileNotFoundError(
+    except FileNotFoundError as e:
+        saved = sorted(int(s) for s in manager.all_steps())
+        if step not in saved or data_iter is None:  # the checkpoint itself is missing
+            raise FileNotFoundError(
+                f"no checkpoint at step {step} in {manager.directory} (saved steps: {saved}): {e}"
+            ) from e
+        raise FileNotFoundError(  # the iterator state of this process was never written
             f"checkpoint {manager.directory}/{step} has no data-iterator state for process "
             f"{jax.process_index()} of {jax.process_count()}: it was written by a run with a "
             f"different number of processes; resume with that many ({e})"

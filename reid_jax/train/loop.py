@@ -80,8 +80,9 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     lead = jax.process_index() == 0
     data_cfg = config.data
     prepare.ensure_prepared(data_cfg)
-    train_source, train_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "train", trial=data_cfg.split)
-    test_source, test_index = builders.load_split(data_cfg.name, data_cfg.data_dir, "test", trial=data_cfg.split)
+    load = functools.partial(builders.load_split, data_cfg.name, data_cfg.data_dir)
+    train_source, train_index = load("train", trial=data_cfg.split)
+    test_source, test_index = load("test", trial=data_cfg.split)
 
     mesh = parallel.make_mesh(config.mesh)
     global_batch = data_cfg.p * data_cfg.k
@@ -125,6 +126,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         state, start = checkpoints.restore(manager, abstract, train_iter)
         logging.info("resuming at step %d", start)
     if lead:
+        # The resolved config beside the run, for tools that need only the workdir (analyze).
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
         (workdir / PREEMPTED).unlink(missing_ok=True)
         for name in (TRAIN_METRICS, DATA_ORDER):  # records past the restored step are redone
             _truncate_jsonl(workdir / name, start)

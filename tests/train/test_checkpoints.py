@@ -57,3 +57,13 @@ def test_restore_into_another_model_names_the_checkpoint(tmp_path):
     )
     with pytest.raises(ValueError, match=r"checkpoints/7 does not match"):
         checkpoints.restore(manager, other, None)
+
+
+def test_restore_of_an_unsaved_step_lists_the_saved_ones(tmp_path):
+    import pytest
+
+    manager = _run(tmp_path, _cfg(), [2, 4, 6])
+    with pytest.raises(
+        FileNotFoundError, match=r"no checkpoint at step 5 in .*saved steps: \[2, 7\]"
+    ):
+        checkpoints.restore(manager, _state(0), None, step=5)

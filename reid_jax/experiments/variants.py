@@ -1,0 +1,87 @@
+"""Ablation variants as strings: ``fusion[:option=value[:option=value...]]``.
+
+``cosine_center:tau=0.1:weighting=angle`` is the cosine-to-centre fusion with two options set;
+values are typed by ``config_base.FUSION_OPTION_TYPES`` so a variant is exactly what
+``--config.model.fusion_kwargs.<option>=<value>`` would give one training job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from reid_jax.config_base import FUSION_OPTION_TYPES
+from reid_jax.fusion import fusion_options
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One ablation arm: its label (the string it was parsed from), fusion and typed options."""
+
+    label: str
+    fusion: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def dirname(self) -> str:
+        """A folder name for the variant's runs (``:`` is not portable in paths)."""
+        return self.label.replace(":", "-")
+
+
+def _typed(option: str, text: str, where: str) -> Any:
+    kind = FUSION_OPTION_TYPES[option]
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"{where}: option {option}={text!r} is not a boolean (true/false)")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(
+            f"{where}: option {option}={text!r} is not a valid {kind.__name__}"
+        ) from None
+
+
+def parse_variant(text: str) -> Variant:
+    """``"templet:alpha_max=4"`` -> Variant; ValueError naming the variant and what is wrong."""
+    where = f"variant {text!r}"
+    fusion, *parts = text.strip().split(":")
+    try:
+        accepted = fusion_options(fusion)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    options = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{where}: expected option=value after ':', got {part!r}")
+        if key not in accepted or key not in FUSION_OPTION_TYPES:
+            raise ValueError(f"{where}: fusion {fusion!r} has no option {key!r}; its options "
+                             f"are {sorted(set(accepted) & set(FUSION_OPTION_TYPES))}")  # fmt: skip
+        if key in options:
+            raise ValueError(f"{where}: option {key!r} given twice")
+        options[key] = _typed(key, value, where)
+    return Variant(label=text.strip(), fusion=fusion, options=tuple(sorted(options.items())))
+
+
+def parse_variants(text: str) -> list[Variant]:
+    """A comma-separated list of variants; duplicates are an error (they would share a folder)."""
+    variants = [parse_variant(t) for t in text.split(",") if t.strip()]
+    if not variants:
+        raise ValueError(f"--fusions={text!r} names no variant")
+    labels = [v.label for v in variants]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ValueError(f"--fusions names {dupes} more than once")
+    return variants
+
+
+def apply_variant(config: Any, variant: Variant) -> None:
+    """Set ``config.model.fusion`` and its options in place (other options stay unset)."""
+    config.model.fusion = variant.fusion
+    for key, value in variant.options:
+        setattr(config.model.fusion_kwargs, key, value)
