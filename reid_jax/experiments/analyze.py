@@ -10,8 +10,9 @@ per-frame feature every fusion starts from) and, with SynthMARS's sidecar labels
   them: the AUC a cosine-to-centre weighting could reach with these features);
 - spread: within a tracklet, between tracklets of one identity in other cameras, between
   identities;
-- gait: similarity of two clean frames of one tracklet against their gait-phase difference and
-  frame lag, and how fast the mean of a window of w consecutive frames converges to the centre.
+- gait: the spread of clean frames around the centre over the gait cycle, the similarity of two
+  clean frames of one tracklet against their gait-phase difference and frame lag, and how fast
+  the mean of a window of w consecutive frames converges to the centre.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from reid_jax.models.resnet import make_resnet
 
 PHASE_BINS = np.linspace(0.0, 0.5, 6)  # circular gait-phase difference, 5 bins
 MAX_LAG = 16
+CYCLE_BINS = 8  # absolute gait phase bins
 WINDOWS = (1, 2, 4, 8, 16)
 
 
@@ -157,6 +159,13 @@ def diagnostics(
         "between_ids": float(np.mean(1 - sim[between])) if between.any() else float("nan"),
     }
     out["gait"] = _gait(feats[clean], inv[clean], frame[clean], phase[clean])
+    # Spread of clean frames around their tracklet centre by absolute gait phase (8 bins).
+    bins = np.clip((phase[clean] * CYCLE_BINS).astype(int), 0, CYCLE_BINS - 1)
+    spread = 1 - cos[clean]
+    out["gait"]["spread_by_phase"] = [
+        float(spread[bins == b].mean()) if np.any(bins == b) else float("nan")
+        for b in range(CYCLE_BINS)
+    ]
     out["window_convergence"] = _windows(feats, inv, frame, centre)
     return out
 

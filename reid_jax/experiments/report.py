@@ -298,6 +298,11 @@ def analysis_markdown(a: dict[str, Any]) -> str:
               "|---|" + "---|" * len(g["cos_by_phase_diff"]),
               "| cosine between two clean frames | " + " | ".join(
                   _num(v) for v in g["cos_by_phase_diff"]) + " |", "",
+              "| gait phase (cycle) | " + " | ".join(
+                  f"{b / len(g['spread_by_phase']):.3g}-" for b in range(len(g["spread_by_phase"])))
+              + " |", "|---|" + "---|" * len(g["spread_by_phase"]),
+              "| spread of clean frames (1 - cos to centre) | " + " | ".join(
+                  _num(v) for v in g["spread_by_phase"]) + " |", "",
               "| window w | " + " | ".join(a["window_convergence"]) + " |",
               "|---|" + "---|" * len(a["window_convergence"]),
               "| cos(mean of w frames, centre) | " + " | ".join(
@@ -306,9 +311,14 @@ def analysis_markdown(a: dict[str, Any]) -> str:
 
 
 def analysis_plots(a: dict[str, Any], dest: Path) -> None:
-    """gait.png: similarity by phase difference and by lag; window.png: window convergence."""
+    """gait.png: spread over the cycle, similarity by phase difference and by lag;
+    window.png: window convergence."""
     g = a["gait"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(12, 3.5))
+    n = len(g["spread_by_phase"])
+    ax0.plot([(b + 0.5) / n for b in range(n)], g["spread_by_phase"], "o-")
+    ax0.set_xlabel("gait phase (cycles)")
+    ax0.set_ylabel("1 - cos to tracklet centre (clean)")
     mids = [(lo + hi) / 2 for lo, hi in zip(g["phase_bins"], g["phase_bins"][1:])]
     ax1.plot(mids, g["cos_by_phase_diff"], "o-")
     ax1.set_xlabel("gait-phase difference (cycles)")

@@ -61,3 +61,14 @@ def test_auc_ties_and_empty():
     assert analyze._auc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5
     assert analyze._auc(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == pytest.approx(0.875)
     assert np.isnan(analyze._auc(np.array([1.0]), np.array([])))
+
+
+def test_spread_over_the_cycle_follows_where_the_feature_moves():
+    # a feature that rotates with the gait phase leaves the tracklet centre at every phase
+    rng = np.random.default_rng(2)
+    feats, tracklet, frame, pid, camid, label, phase = _features(rng, gait=1.0, corrupt_every=99)
+    out = analyze.diagnostics(feats, tracklet, frame, pid, camid, label, phase)
+    spread = out["gait"]["spread_by_phase"]
+    assert len(spread) == analyze.CYCLE_BINS and all(s >= 0 for s in spread)
+    still = analyze.diagnostics(*_features(np.random.default_rng(2), corrupt_every=99))
+    assert min(spread) > max(still["gait"]["spread_by_phase"])
