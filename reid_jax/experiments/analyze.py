@@ -7,7 +7,7 @@ Embeds every test frame with the run's backbone (global average pooled, L2-norma
 per-frame feature every fusion starts from) and, with SynthMARS's sidecar labels, writes
 ``RUN/analysis/``: ``analysis.json``, ``analysis.md`` and PNGs of
 - cosine to the tracklet centre for clean vs each corruption type (and how well it separates
-  them: the AUC a cosine-to-centre weighting could reach with these features);
+  them: what a cosine-to-centre weighting has to work with);
 - spread: within a tracklet, between tracklets of one identity in other cameras, between
   identities;
 - gait: the spread of clean frames around the centre over the gait cycle, the similarity of two
