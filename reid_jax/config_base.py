@@ -21,6 +21,7 @@ FUSION_OPTION_TYPES = {
     "per_channel": bool,  # templet, two_branch
     "reduction": int,  # templet, two_branch
     "refine": bool,  # templet, two_branch
+    "rescale": bool,  # templet, two_branch
     "tau": float,  # cosine_center, two_branch
     "temporal_kernel": int,  # temporal_attention
     "weighting": str,  # cosine_center, two_branch

@@ -16,6 +16,11 @@ Numerical safety (all in float32):
   by s scales it by s), so values do not grow as x^(2^levels) down the tree, and it is bounded,
   |z_c^2 / rms(z)| <= sqrt(C) |z_c|; it is computed as z * u / rms(u) with u = z / max_c |z_c|,
   so no intermediate (not even z^2) exceeds |z|: no overflow in bfloat16 or float16.
+- ``rescale`` (off by default, not in the note): each pair's F_ab is rescaled, per position, to
+  the rms over channels of its template (a + b) / 2. Without it F_ab is several times larger
+  than its inputs (1/cos >= 1 on both frames, the heavy-tailed normalised square) and the factor
+  compounds over levels: on post-ReLU maps with T = 4 the fused feature is 13-50x the norm of
+  the mean pooled one, which stalls the triplet loss (docs/experiments.md).
 - T not a power of two: an odd map out at a level is carried unchanged to the next level
   (T=3: (0,1) -> g, then (g, 2); T=5: frame 4 joins only at the last level).
 Weights: at each level ``aux["weights"]`` holds [B, pairs, 2] = the spatial mean of
@@ -53,16 +58,29 @@ def templet_pair(
     delta: jax.Array | float,
     alpha_max: float = 10.0,
     eps: float = EPS,
+    rescale: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Fuse maps a, b [..., h, w, C] into F_ab [..., h, w, C]; also the pair weights [..., 2]."""
+    """Fuse maps a, b [..., h, w, C] into F_ab [..., h, w, C]; also the pair weights [..., 2].
+
+    ``rescale``: give F_ab, at each position, the rms over channels of the template (a + b) / 2
+    (its direction is the note's formula, its size the inputs')."""
     alpha, beta = templet_coefficients(a, b, alpha_max, eps)
     z = alpha[..., None] * a + beta[..., None] * b
     # z^2 / rms(z) computed as z * u / rms(u), u = z / max|z|: no intermediate exceeds |z|.
     u = z / jnp.maximum(jnp.max(jnp.abs(z), axis=-1, keepdims=True), eps)
     rms_u = jnp.sqrt(jnp.maximum(jnp.mean(u * u, axis=-1, keepdims=True), eps * eps))
     fused = z * (u / rms_u) + gamma * a + delta * b
+    if rescale:
+        fused = fused * (_rms(0.5 * (a + b)) / jnp.maximum(_rms(fused), eps))
     share = jnp.stack([alpha, beta], axis=-1) / (alpha + beta)[..., None]
     return fused, jnp.mean(share, axis=(-3, -2))
+
+
+def _rms(x: jax.Array) -> jax.Array:
+    """rms over channels [..., 1], computed on x / max|x| so x^2 cannot overflow."""
+    peak = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    u = x / jnp.maximum(peak, EPS)
+    return peak * jnp.sqrt(jnp.mean(u * u, axis=-1, keepdims=True))
 
 
 def refine_block(x: jax.Array, params: dict[str, jax.Array]) -> jax.Array:
@@ -89,6 +107,7 @@ def templet(
     refine_params: dict[str, jax.Array] | None = None,
     alpha_max: float = 10.0,
     eps: float = EPS,
+    rescale: bool = False,
 ) -> tuple[jax.Array, dict]:
     """Fuse maps [B,T,h,w,C] pairwise with the templet rule -> ([B,C] float32, aux).
 
@@ -100,7 +119,7 @@ def templet(
     maps = maps.astype(jnp.float32)
 
     def combine(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-        fused, w = templet_pair(a, b, gamma, delta, alpha_max, eps)
+        fused, w = templet_pair(a, b, gamma, delta, alpha_max, eps, rescale)
         if refine_params is not None:
             fused = refine_block(fused.reshape((-1, *fused.shape[2:])), refine_params)
             fused = fused.reshape((*w.shape[:2], *fused.shape[1:]))
@@ -129,6 +148,7 @@ class TempletFusion(nn.Module):
     per_channel: bool = False
     refine: bool = True
     reduction: int = 4
+    rescale: bool = False
 
     @nn.compact
     def __call__(self, maps: jax.Array, train: bool) -> tuple[jax.Array, dict]:
@@ -157,4 +177,4 @@ class TempletFusion(nn.Module):
             for name, (kshape, kinit) in shapes.items():
                 refine_params[f"{name}_kernel"] = self.param(f"{name}_kernel", kinit, kshape)
                 refine_params[f"{name}_bias"] = self.param(f"{name}_bias", zeros, kshape[-1:])
-        return templet(maps, gamma, delta, refine_params, self.alpha_max)
+        return templet(maps, gamma, delta, refine_params, self.alpha_max, rescale=self.rescale)

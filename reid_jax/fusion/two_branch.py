@@ -26,7 +26,7 @@ class TwoBranchFusion(nn.Module):
     """cosine_center (submodule "appearance") + templet (submodule "motion"); D = 2C or C.
 
     Options are those of both branches (tau, learn_tau, mode, weighting, iterations; alpha_max,
-    per_channel, refine, reduction) plus ``combine``. Parameters: the sum of the branches'
+    per_channel, refine, reduction, rescale) plus ``combine``. Parameters: the sum of the branches'
     (see CosineCenterFusion and TempletFusion). aux: the appearance branch's "weights" (and
     "frame_weights"), the motion branch's as "motion_weights" / "motion_frame_weights".
     """
@@ -41,6 +41,7 @@ class TwoBranchFusion(nn.Module):
     per_channel: bool = False
     refine: bool = True
     reduction: int = 4
+    rescale: bool = False
 
     @nn.compact
     def __call__(self, maps: jax.Array, train: bool) -> tuple[jax.Array, dict]:
@@ -59,6 +60,7 @@ class TwoBranchFusion(nn.Module):
             per_channel=self.per_channel,
             refine=self.refine,
             reduction=self.reduction,
+            rescale=self.rescale,
             name="motion",
         )(maps, train)
         aux = dict(app_aux)

@@ -1,5 +1,6 @@
 """templet: the bounded 1/cos, the normalised square, odd T, the refinement block."""
 
+import functools
 import math
 
 import jax
@@ -114,3 +115,32 @@ def test_refinement_block_starts_as_identity_and_params_match_docstring():
     np.testing.assert_allclose(refine(x, params), x, rtol=1e-6)  # expand conv starts at zero
     params["expand_kernel"] = params["expand_kernel"] + 0.1
     assert not np.allclose(refine(x, params), x, atol=1e-3)
+
+
+def test_rescale_keeps_the_direction_and_gives_the_template_rms():
+    rng = np.random.default_rng(3)
+    a, b = np.abs(rng.normal(size=(2, 3, 2, 16)))  # post-ReLU-like maps
+    plain, w0 = templet_pair(jnp.asarray(a), jnp.asarray(b), 0.5, 0.5)
+    scaled, w1 = templet_pair(jnp.asarray(a), jnp.asarray(b), 0.5, 0.5, rescale=True)
+    plain, scaled = np.asarray(plain, np.float64), np.asarray(scaled, np.float64)
+    rms = lambda x: np.sqrt((x * x).mean(-1))  # noqa: E731
+    np.testing.assert_allclose(rms(scaled), rms((a + b) / 2), rtol=1e-5)
+    cos = (plain * scaled).sum(-1) / (
+        np.linalg.norm(plain, axis=-1) * np.linalg.norm(scaled, axis=-1)
+    )
+    np.testing.assert_allclose(cos, 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(w0, w1)  # the weights are the note's either way
+    assert np.all(rms(plain) > 1.5 * rms((a + b) / 2))  # what rescale is for
+
+
+def test_rescaled_fusion_stays_at_the_input_scale_over_levels():
+    x = jnp.asarray(np.abs(np.random.default_rng(4).normal(size=(4, 8, 2, 2, 32))), jnp.float32)
+    mean_norm = float(jnp.linalg.norm(x.mean(axis=(1, 2, 3)), axis=-1).mean())
+    plain, _ = templet(x)
+    scaled, _ = templet(x, rescale=True)
+    assert float(jnp.linalg.norm(plain, axis=-1).mean()) > 5 * mean_norm
+    assert 0.3 * mean_norm < float(jnp.linalg.norm(scaled, axis=-1).mean()) < 1.5 * mean_norm
+    # degree 1 like the plain rule, so bfloat16 inputs of 1e6 stay finite
+    big, _ = jax.jit(functools.partial(templet, rescale=True))((x * 1e6).astype(jnp.bfloat16))
+    assert np.all(np.isfinite(big))
+    np.testing.assert_allclose(big, scaled * 1e6, rtol=0.1, atol=1e6 * 0.05)
