@@ -119,3 +119,24 @@ def test_learned_tau_is_one_parameter_with_a_gradient():
 
     grad = jax.jit(jax.grad(entropy))(variables)["params"]["log_tau"]
     assert np.isfinite(grad) and grad > 0  # a larger tau flattens the weights
+
+
+def test_pairwise_cosines_to_a_pair_centre_differ_only_through_the_norms():
+    # cos(a, a+b) - cos(b, a+b) = (|a| - |b|)(1 - cos(a, b)) / |a+b|: two frames of equal norm
+    # get exactly 1/2 each, however different they are; later levels weigh pair means only by
+    # how their norms differ (docs/fusion.md).
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 4, 16))
+    unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    for weighting in ("softmax", "angle", "vmf"):
+        _, aux = _jit_cc(unit, mode="pairwise", tau=0.05, weighting=weighting)
+        np.testing.assert_allclose(aux["weights"][0], 0.5, atol=1e-5)  # the first level
+        _, two = _jit_cc(unit[:, :2], mode="pairwise", tau=0.05, weighting=weighting)
+        np.testing.assert_allclose(two["frame_weights"], 0.5, atol=1e-5)
+        _, flat = _jit_cc(unit, mode="flat", tau=0.05, weighting=weighting)
+        assert np.ptp(np.asarray(flat["weights"]), axis=1).min() > 0.01  # flat mode does weigh
+    a, b = x[0, 0], x[0, 1]
+    c = a + b
+    diff = _np_cos(a[None], c)[0] - _np_cos(b[None], c)[0]
+    expected = (np.linalg.norm(a) - np.linalg.norm(b)) * (1 - _np_cos(a[None], b)[0])
+    assert diff == pytest.approx(expected / np.linalg.norm(c), rel=1e-9)
