@@ -135,6 +135,15 @@ def test_pairwise_cosines_to_a_pair_centre_differ_only_through_the_norms():
         np.testing.assert_allclose(two["frame_weights"], 0.5, atol=1e-5)
         _, flat = _jit_cc(unit, mode="flat", tau=0.05, weighting=weighting)
         assert np.ptp(np.asarray(flat["weights"]), axis=1).min() > 0.01  # flat mode does weigh
+    # on the circle, every level compares two unit vectors: pairwise = averaging, any norms
+    for weighting in ("angle", "vmf"):
+        _, aux = _jit_cc(
+            x * np.array([1.0, 3.0, 0.5, 2.0])[:, None],
+            mode="pairwise",
+            tau=0.05,
+            weighting=weighting,
+        )
+        np.testing.assert_allclose(aux["frame_weights"], 0.25, atol=1e-5)
     a, b = x[0, 0], x[0, 1]
     c = a + b
     diff = _np_cos(a[None], c)[0] - _np_cos(b[None], c)[0]
