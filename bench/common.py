@@ -122,7 +122,7 @@ def peak_flops(dtype: str) -> tuple[float, str]:
             if name in dev.device_kind:
                 return peaks[dtype], f"{name} dense {dtype} datasheet peak"
         return float("nan"), f"unknown GPU {dev.device_kind!r}"
-    cores, mhz = os.cpu_count() or 1, cpu_mhz()
+    cores, mhz = len(os.sched_getaffinity(0)), cpu_mhz()  # the cores this process may use
     peak = cores * mhz * 1e6 * CPU_FLOP_PER_CYCLE
     return peak, f"{cores} cores x {mhz:.0f} MHz x {CPU_FLOP_PER_CYCLE} float32 FLOP/cycle"
 

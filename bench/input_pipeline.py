@@ -71,7 +71,7 @@ class TorchClips(torch.utils.data.Dataset):
         for f in frames:  # Resize + ToTensor, frame by frame as torchvision does
             with Image.open(self.paths[f]) as img:
                 img = img.convert("RGB").resize((c.width, c.height), Image.BILINEAR)
-            imgs.append(torch.from_numpy(np.asarray(img)))
+            imgs.append(torch.from_numpy(np.array(img)))  # a copy, as ToTensor
         clip = torch.stack(imgs).permute(0, 3, 1, 2).float().div_(255.0)  # [T,3,H,W]
         # Pad + RandomCrop with one offset for the clip.
         dy, dx = (int(v) for v in rng.integers(0, 2 * c.pad + 1, size=2))

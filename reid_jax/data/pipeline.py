@@ -205,7 +205,10 @@ def _iterate(
     dataset: grain.MapDataset, batch: int, num_workers: int, threads: int
 ) -> grain.DatasetIterator:
     ds = dataset.batch(batch, drop_remainder=True)
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
+    # grain reads at most prefetch_buffer_size elements at once: fewer than the threads idles them
+    ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads))
+    )
     if num_workers > 0:
         ds = ds.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2),
