@@ -117,23 +117,35 @@ def diagnostics(
     camid: np.ndarray, label: np.ndarray, phase: np.ndarray,
 ) -> dict[str, Any]:  # fmt: skip
     """All figures from per-frame features [N, C] (L2-normalised) and per-frame metadata:
-    tracklet id, frame number within it, pid / camid of its tracklet, corruption label, phase."""
+    tracklet id, frame number within it, pid / camid of its tracklet, corruption label, phase.
+
+    Two views: ``raw`` (the features as a fusion sees them: after a ReLU and average pooling
+    they share a large positive mean, so all cosines crowd near 1) and ``centred`` (the mean
+    feature of all these frames removed, then L2-normalised: what tells frames apart)."""
     use = label != frames.JUNK
-    feats, tracklet, frame, pid, camid = (
-        feats[use],
-        tracklet[use],
-        frame[use],
-        pid[use],
-        camid[use],
-    )
-    label, phase = label[use], phase[use]
+    feats, tracklet, frame = feats[use], tracklet[use], frame[use]
+    pid, camid, label, phase = pid[use], camid[use], label[use], phase[use]
     ids, inv = np.unique(tracklet, return_inverse=True)
-    centre = np.zeros((len(ids), feats.shape[1]))
+    out: dict[str, Any] = {"frames": int(len(feats)), "tracklets": int(len(ids))}
+    centred = feats - feats.mean(axis=0)
+    centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    t_pid = np.zeros(len(ids), np.int64)
+    t_cam = np.zeros(len(ids), np.int64)
+    t_pid[inv], t_cam[inv] = pid, camid
+    for view, f in (("raw", feats), ("centred", centred)):
+        out[view] = _view(f, inv, t_pid, t_cam, frame, label, phase)
+    return out
+
+
+def _view(feats: np.ndarray, inv: np.ndarray, t_pid: np.ndarray, t_cam: np.ndarray,
+          frame: np.ndarray, label: np.ndarray, phase: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """The figures of one view of the features (``inv``: tracklet index of every frame)."""
+    centre = np.zeros((len(t_pid), feats.shape[1]))
     np.add.at(centre, inv, feats)
     centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-12)
     cos = np.sum(feats * centre[inv], axis=1)
     clean = label == "clean"
-    out: dict[str, Any] = {"frames": int(len(feats)), "tracklets": int(len(ids))}
+    out: dict[str, Any] = {}
     out["cos_to_centre"] = {
         k: {"mean": float(cos[label == k].mean()) if np.any(label == k) else float("nan"),
             "std": float(cos[label == k].std()) if np.any(label == k) else float("nan"),
@@ -144,9 +156,6 @@ def diagnostics(
     out["cos_auc"]["any"] = _auc(cos[clean], cos[~clean])
     # Spread (1 - cosine): frames around their tracklet centre; tracklet centres of one identity
     # in different cameras; centres of different identities (pid > 0: distractors are strangers).
-    t_pid = np.zeros(len(ids), np.int64)
-    t_cam = np.zeros(len(ids), np.int64)
-    t_pid[inv], t_cam[inv] = pid, camid
     sim = centre @ centre.T
     upper = np.triu(np.ones_like(sim, bool), 1)
     real = (t_pid[:, None] > 0) & (t_pid[None, :] > 0)

@@ -7,6 +7,7 @@ needs no equal-variance or pairing assumption.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,21 +156,39 @@ def sweep_table(groups: dict, rates: list[float], variants: list[str], key: str)
 
 
 def diagnostics_table(analyses: dict[str, dict[str, Any]]) -> list[str]:
+    """Two tables: the raw features (what a fusion weighs) and the centred ones."""
     lines = [
+        "Raw features (as the fusion sees them; 4 decimals):",
+        "",
+        "| variant (seed 0) | cos clean | " + " | ".join(f"cos {k}" for k in CORRUPTIONS)
+        + " | cos AUC (any) | spread between ids |",
+        "|---|" + "---|" * (len(CORRUPTIONS) + 3),
+    ]  # fmt: skip
+    for v, a in analyses.items():
+        r = a["raw"]
+        c = r["cos_to_centre"]
+        lines.append(
+            f"| {v} | {_num(c['clean']['mean'], 4)} | "
+            + " | ".join(_num(c[k]["mean"], 4) for k in CORRUPTIONS)
+            + f" | {_num(r['cos_auc']['any'])} | {_num(r['spread']['between_ids'], 4)} |"
+        )
+    lines += [
+        "",
+        "Centred features (the mean feature of the test frames removed):",
+        "",
         "| variant (seed 0) | cos clean | " + " | ".join(f"cos {k}" for k in CORRUPTIONS)
         + " | cos AUC (any) | spread within tracklet | same id, other camera | between ids | "
         "window 1 / 4 / 16 |",
         "|---|" + "---|" * (len(CORRUPTIONS) + 6),
     ]  # fmt: skip
     for v, a in analyses.items():
-        c = a["cos_to_centre"]
-        w = a["window_convergence"]
-        s = a["spread"]
+        r = a["centred"]
+        c, w, sp = r["cos_to_centre"], r["window_convergence"], r["spread"]
         lines.append(
             f"| {v} | {_num(c['clean']['mean'])} | "
             + " | ".join(_num(c[k]["mean"]) for k in CORRUPTIONS)
-            + f" | {_num(a['cos_auc']['any'])} | {_num(s['within_tracklet'])} | "
-            f"{_num(s['same_id_cross_camera'])} | {_num(s['between_ids'])} | "
+            + f" | {_num(r['cos_auc']['any'])} | {_num(sp['within_tracklet'])} | "
+            f"{_num(sp['same_id_cross_camera'])} | {_num(sp['between_ids'])} | "
             f"{_num(w['1'])} / {_num(w['4'])} / {_num(w['16'])} |"
         )
     return lines
@@ -277,42 +296,55 @@ def write_report(
 
 
 def analysis_markdown(a: dict[str, Any]) -> str:
-    """One run's diagnostics as markdown."""
+    """One run's diagnostics as markdown: the centred view, then the raw one."""
+    lines = [
+        f"# Feature diagnostics: {a['workdir']} (step {a['step']}, fusion {a['fusion']})",
+        "",
+        f"{a['frames']} test frames of {a['tracklets']} tracklets (junk excluded).",
+        "",
+    ]
+    for view, title in (("centred", "Centred features (the test frames' mean feature removed)"),
+                        ("raw", "Raw features (as the fusion sees them)")):  # fmt: skip
+        lines += [f"## {title}", "", *_view_markdown(a[view], 3 if view == "centred" else 5)]
+    return "\n".join(lines)
+
+
+def _view_markdown(a: dict[str, Any], digits: int) -> list[str]:
     c, s, g = a["cos_to_centre"], a["spread"], a["gait"]
     bins = list(zip(g["phase_bins"], g["phase_bins"][1:]))
-    lines = [f"# Feature diagnostics: {a['workdir']} (step {a['step']}, fusion {a['fusion']})", "",
-             f"{a['frames']} test frames of {a['tracklets']} tracklets (junk excluded).", "",
-             "| frames | n | cos to centre (mean ± std) | AUC clean vs this |",
+    num = functools.partial(_num, digits=digits)
+    lines = ["| frames | n | cos to centre (mean ± std) | AUC clean vs this |",
              "|---|---|---|---|"]  # fmt: skip
     for k in ("clean", *CORRUPTIONS):
         auc = "" if k == "clean" else _num(a["cos_auc"][k])
         lines.append(
-            f"| {k} | {c[k]['frames']} | {_num(c[k]['mean'])} ± {_num(c[k]['std'])} | {auc} |"
+            f"| {k} | {c[k]['frames']} | {num(c[k]['mean'])} ± {num(c[k]['std'])} | {auc} |"
         )
     lines += ["", "| spread (1 - cos) | value |", "|---|---|",
-              f"| frames around their tracklet centre | {_num(s['within_tracklet'])} |",
-              f"| tracklets of one identity, other cameras | {_num(s['same_id_cross_camera'])} |",
-              f"| identities | {_num(s['between_ids'])} |", "",
+              f"| frames around their tracklet centre | {num(s['within_tracklet'])} |",
+              f"| tracklets of one identity, other cameras | {num(s['same_id_cross_camera'])} |",
+              f"| identities | {num(s['between_ids'])} |", "",
               "| gait-phase difference | " + " | ".join(
                   f"{lo:.1f}-{hi:.1f}" for lo, hi in bins) + " |",
               "|---|" + "---|" * len(g["cos_by_phase_diff"]),
               "| cosine between two clean frames | " + " | ".join(
-                  _num(v) for v in g["cos_by_phase_diff"]) + " |", "",
+                  num(v) for v in g["cos_by_phase_diff"]) + " |", "",
               "| gait phase (cycle) | " + " | ".join(
                   f"{b / len(g['spread_by_phase']):.3g}-" for b in range(len(g["spread_by_phase"])))
               + " |", "|---|" + "---|" * len(g["spread_by_phase"]),
               "| spread of clean frames (1 - cos to centre) | " + " | ".join(
-                  _num(v) for v in g["spread_by_phase"]) + " |", "",
+                  num(v) for v in g["spread_by_phase"]) + " |", "",
               "| window w | " + " | ".join(a["window_convergence"]) + " |",
               "|---|" + "---|" * len(a["window_convergence"]),
               "| cos(mean of w frames, centre) | " + " | ".join(
-                  _num(v) for v in a["window_convergence"].values()) + " |", ""]  # fmt: skip
-    return "\n".join(lines)
+                  num(v) for v in a["window_convergence"].values()) + " |", ""]  # fmt: skip
+    return lines
 
 
 def analysis_plots(a: dict[str, Any], dest: Path) -> None:
     """gait.png: spread over the cycle, similarity by phase difference and by lag;
-    window.png: window convergence."""
+    window.png: window convergence (both of the centred features)."""
+    a = a["centred"]
     g = a["gait"]
     fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(12, 3.5))
     n = len(g["spread_by_phase"])

@@ -65,7 +65,7 @@ def test_jobs_report_and_diagnostics(ablation):
     job = workdir / "runs" / "c30" / "cosine_center-mode=flat" / "seed0"
     assert json.loads((job / "config.json").read_text())["model"]["fusion_kwargs"]["mode"] == "flat"
     analysis = json.loads((job / "analysis" / "analysis.json").read_text())
-    assert analysis["frames"] > 0 and set(analysis["cos_auc"]) >= {"occlusion", "any"}
+    assert analysis["frames"] > 0 and set(analysis["centred"]["cos_auc"]) >= {"occlusion", "any"}
     assert (job / "analysis" / "gait.png").is_file()
     text = (workdir / "report.md").read_text()
     assert "| mean | 1 |" in text and "| cosine_center:mode=flat | 1 |" in text
