@@ -157,6 +157,16 @@ def run_job(config: Any, variant: Variant, seed: int, rate: float, path: Path) -
     return result
 
 
+def _analysis(path: Path) -> dict[str, Any]:
+    """The run's diagnostics: reused when newer than its result and in the current format."""
+    done = path / "analysis" / "analysis.json"
+    if done.is_file() and done.stat().st_mtime >= (path / RESULT).stat().st_mtime:
+        out = json.loads(done.read_text())
+        if "centred" in out:
+            return out
+    return analyze_lib.analyze_run(path)
+
+
 def run_ablation(
     base: Any,
     workdir: str | Path,
@@ -196,7 +206,7 @@ def run_ablation(
         for variant in variants:
             path = job_dir(workdir, variant, 0, rates[0])
             if (path / RESULT).is_file():
-                analyses[variant.label] = analyze_lib.analyze_run(path)
+                analyses[variant.label] = _analysis(path)
     meta = {"base": base.to_dict(), "rates": rates, "seeds": seeds,
             "variants": [v.label for v in variants], "wall_seconds": time.monotonic() - t0,
             "failed": failed}  # fmt: skip

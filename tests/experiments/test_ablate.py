@@ -87,3 +87,12 @@ def test_restart_skips_finished_jobs(ablation):
     assert new["mAP"] == old["mAP"]
     assert np.isclose(new["auc"]["any"]["auc"], old["auc"]["any"]["auc"])
     assert len(out["results"]) == 2
+
+
+def test_rerun_reuses_the_diagnostics(ablation):
+    base, variants, workdir, _ = ablation
+    done = workdir / "runs" / "c30" / "mean" / "seed0" / "analysis" / "analysis.json"
+    before = done.stat().st_mtime_ns
+    out = ablate.run_ablation(base, workdir, variants, seeds=1, rates=[0.3])
+    assert done.stat().st_mtime_ns == before
+    assert out["analyses"]["mean"]["centred"]["cos_auc"].keys() >= {"any"}
