@@ -167,10 +167,11 @@ def _view(feats: np.ndarray, inv: np.ndarray, t_pid: np.ndarray, t_cam: np.ndarr
         "same_id_cross_camera": float(np.mean(1 - sim[cross])) if cross.any() else float("nan"),
         "between_ids": float(np.mean(1 - sim[between])) if between.any() else float("nan"),
     }
-    out["gait"] = _gait(feats[clean], inv[clean], frame[clean], phase[clean])
+    walk = clean & np.isfinite(phase)  # frames with a known gait phase
+    out["gait"] = _gait(feats[walk], inv[walk], frame[walk], phase[walk])
     # Spread of clean frames around their tracklet centre by absolute gait phase (8 bins).
-    bins = np.clip((phase[clean] * CYCLE_BINS).astype(int), 0, CYCLE_BINS - 1)
-    spread = 1 - cos[clean]
+    bins = np.clip((phase[walk] * CYCLE_BINS).astype(int), 0, CYCLE_BINS - 1)
+    spread = 1 - cos[walk]
     out["gait"]["spread_by_phase"] = [
         float(spread[bins == b].mean()) if np.any(bins == b) else float("nan")
         for b in range(CYCLE_BINS)

@@ -39,7 +39,8 @@ def read_sidecar(raw_dir: str | Path, split: str = "test") -> dict[str, tuple[st
         for row in reader:
             if row["split"] != split:
                 continue
-            label = JUNK if row["kind"] == "junk" else row["corruption"]
+            # kinds: identity, distractor, junk_background, junk_fragment
+            label = JUNK if row["kind"].startswith("junk") else row["corruption"]
             phase = float(row["gait_phase"]) if row["gait_phase"] else float("nan")
             out[row["name"]] = (label, phase)
     return out

@@ -46,11 +46,13 @@ def test_sidecar_missing_and_mismatch(tmp_path):
     (tmp_path / "info" / "synth_frames.csv").write_text(
         "name,split,pid,camera,tracklet,frame,kind,corruption,gait_phase\n"
         "0001C1T0001F001.jpg,test,1,1,1,1,identity,blur,0.5\n"
-        "00-1C1T0001F001.jpg,test,-1,1,1,1,junk,clean,\n"
+        "00-1C1T0001F001.jpg,test,-1,1,1,1,junk_background,clean,\n"
+        "00-1C1T0002F001.jpg,test,-1,1,2,1,junk_fragment,clean,0.25\n"
     )
     table = frames.read_sidecar(tmp_path)
     assert table["0001C1T0001F001.jpg"] == ("blur", 0.5)
     assert table["00-1C1T0001F001.jpg"][0] == frames.JUNK
+    assert table["00-1C1T0002F001.jpg"] == (frames.JUNK, 0.25)
     source = [
         {"name": b"bbox_test/0001/0001C1T0001F001.jpg"},
         {"name": b"bbox_test/0002/x.jpg"},
