@@ -2,7 +2,8 @@
 
 See docs/datasets.md for the layout of `raw_dir`.
 
-    python -m reid_jax.main --config configs/duke_video_r50_tp.py --workdir runs/duke_video_r50_tp \\
+    python -m reid_jax.main --config configs/duke_video_r50_tp.py \\
+        --workdir runs/duke_video_r50_tp \\
         --config.data.raw_dir=/path/to/duke_video
 """
 

@@ -3,7 +3,8 @@
 See docs/datasets.md for the layout of `raw_dir`. One trial per run: train each
 ``--config.data.split`` (0-9) in its own workdir and aggregate with the evaluation job.
 
-    python -m reid_jax.main --config configs/ilidsvid_r50_tp.py --workdir runs/ilidsvid_r50_tp/split_0 \\
+    python -m reid_jax.main --config configs/ilidsvid_r50_tp.py \\
+        --workdir runs/ilidsvid_r50_tp/split_0 \\
         --config.data.raw_dir=/path/to/ilidsvid --config.data.split=0
 """
 

@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.log_data_order = False  # record each step's global tracklet ids in data_order.jsonl
     c.eval_every_epochs = 40.0
-    c.eval_start_epochs = 0.0  # no periodic evaluation before this epoch (the final one always runs)
+    c.eval_start_epochs = 0.0  # no periodic evaluation before this epoch (the last always runs)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "mars"  # a key of reid_jax.data.builders.DATASETS

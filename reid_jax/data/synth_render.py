@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-
 Color = tuple[int, int, int]
 
 UPPER_COLORS: tuple[Color, ...] = (

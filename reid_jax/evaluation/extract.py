@@ -92,7 +92,8 @@ def tracklet_weights(
 
 
 def pairwise_distance(q: np.ndarray, g: np.ndarray, metric: str) -> np.ndarray:
-    """[Q, G] distances: ``euclidean`` (squared, as the MARS codebases rank) or ``cosine`` (1 - cos)."""
+    """[Q, G] distances: ``euclidean`` (squared, as the MARS codebases rank) or ``cosine``
+    (1 - cos)."""
     q = q.astype(np.float32)
     g = g.astype(np.float32)
     if metric == "cosine":
