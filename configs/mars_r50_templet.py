@@ -10,18 +10,14 @@ Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (wh
 so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.
 """
 
-import importlib.util
 from pathlib import Path
+
+from reid_jax.config_base import load_config_file
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
     """The mars_r50_tp recipe (``arg`` as there: "" or "tiny") with this file's fusion."""
-    spec = importlib.util.spec_from_file_location(
-        "mars_r50_tp", Path(__file__).with_name("mars_r50_tp.py")
-    )
-    tp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tp)
-    c = tp.get_config(arg)
+    c = load_config_file(Path(__file__).with_name("mars_r50_tp.py"), arg)
     c.model.fusion = "templet"
     c.model.fusion_kwargs.alpha_max = 10.0
     c.model.fusion_kwargs.per_channel = False

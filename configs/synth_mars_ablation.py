@@ -14,17 +14,13 @@ Loads ``synth_mars_demo.py`` (model, loss, optimiser and the "tiny" variant come
 changes only what is below; ``get_config("tiny")`` is the demo's tiny job with these folders.
 """
 
-import importlib.util
 from pathlib import Path
+
+from reid_jax.config_base import load_config_file
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
-    spec = importlib.util.spec_from_file_location(
-        "synth_mars_demo", Path(__file__).with_name("synth_mars_demo.py")
-    )
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    c = demo.get_config(arg)
+    c = load_config_file(Path(__file__).with_name("synth_mars_demo.py"), arg)
     c.evals.retrieval.dump_weights = True
     c.checkpoint.keep_last = 1
     c.checkpoint.every_steps = 1000  # jobs are short: save at the evaluation (the end) only

@@ -6,6 +6,9 @@ training code never needs ``.get`` with a fallback.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -141,3 +144,17 @@ def base_config() -> ml_collections.ConfigDict:
     # also splits the batch and shards parameters / optimiser state (1 = off).
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     return c
+
+
+def load_config_file(spec: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of a config file, read as ``--config`` reads it: ``spec`` is
+    ``path.py`` or ``path.py:arg`` (``arg`` given here wins). Config files that build on another
+    one (``mars_r50_<fusion>.py`` on ``mars_r50_tp.py``) load it with this, so they cannot drift."""
+    path, _, spec_arg = str(spec).partition(":")
+    arg = spec_arg if arg is None else arg
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()

@@ -48,3 +48,17 @@ def test_config_sets_only_known_keys(path):
 def test_there_is_a_demo_and_the_research_recipe():
     names = {p.stem for p in CONFIGS}
     assert {"synth_mars_demo", "mars_r50_tp"} <= names
+
+
+def test_load_config_file_reads_path_and_arg_like_the_config_flag(tmp_path):
+    import pytest
+
+    from reid_jax.config_base import load_config_file
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    tiny = load_config_file(f"{root / 'mars_r50_max.py'}:tiny")
+    assert tiny.model.fusion == "max"
+    assert tiny.to_dict() == load_config_file(root / "mars_r50_max.py", "tiny").to_dict()
+    assert tiny.to_dict() != load_config_file(root / "mars_r50_max.py").to_dict()
+    with pytest.raises(FileNotFoundError, match="nope.py not found"):
+        load_config_file(tmp_path / "nope.py")

@@ -30,6 +30,7 @@ from absl import app, flags
 from scipy import stats
 
 from reid_jax import logs
+from reid_jax.config_base import load_config_file
 from reid_jax.data import pipeline
 from reid_jax.data.synth_scene import CORRUPTIONS
 from reid_jax.data.transforms import normalize
@@ -46,24 +47,11 @@ WINDOWS = (1, 2, 4, 8, 16)
 def load_config(workdir: Path, config_path: str | None = None) -> ml_collections.ConfigDict:
     """The run's config: ``config_path`` (a config .py) if given, else ``RUN/config.json``."""
     if config_path:
-        return _config_from_file(config_path)
+        return load_config_file(config_path)
     path = workdir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass --config (the run's config file)")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def _config_from_file(spec: str) -> ml_collections.ConfigDict:
-    """``path.py[:arg]`` -> its ``get_config(arg)``, as ``--config`` of the other jobs reads it."""
-    import importlib.util  # noqa: PLC0415
-
-    path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    module_spec = importlib.util.spec_from_file_location("_analyze_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
 
 
 def backbone_embed(state: Any, clips: jax.Array, *, model: Any) -> jax.Array:
