@@ -135,7 +135,6 @@ def summarize(history: list[dict[str, float]], dump: dict[str, np.ndarray], labe
 def run_job(config: Any, variant: Variant, seed: int, rate: float, path: Path) -> dict[str, Any]:
     """Train one job (resuming it if interrupted) and write its ``result.json``."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
     t0 = time.monotonic()
     out = train_and_evaluate(config, path)
     if out["preempted"]:
