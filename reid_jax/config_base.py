@@ -114,7 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.evals.retrieval = ml_collections.ConfigDict(
         dict(
             type="retrieval",
-            protocols=("official", "legacy"),
+            protocols=("official", "legacy", "appended"),
             feature="bn",  # "bn" (after BNNeck) or "raw"
             distance="euclidean",  # or "cosine"
             normalize=False,
@@ -122,7 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
             # docs/evaluation.md: test-time options of the evaluator and the evaluation job.
             flip=False,  # horizontal-flip TTA: average the features of each clip and its mirror
             camera_pairs=False,  # official 6x6 query x gallery camera mAP / Rank-1 matrices
-            aqe_k=0,  # > 0: also report "<protocol>+aqe/..." with average query expansion
+            aqe_k=0,  # > 0: also report "<protocol>+aqe/..." with query expansion
+            aqe_mode="average",  # or "alpha": fast-reid's aqe (queries and gallery, cos ** alpha)
+            aqe_alpha=3.0,  # "alpha" mode: weight exponent (fast-reid TEST.AQE.ALPHA)
+            aqe_times=1,  # "alpha" mode: rounds of expansion (fast-reid TEST.AQE.QE_TIME)
             rerank=False,  # also report "<protocol>+rerank/..." (k-reciprocal re-ranking)
             rerank_k1=20,
             rerank_k2=6,

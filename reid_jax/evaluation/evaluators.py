@@ -25,6 +25,9 @@ from reid_jax.evaluation.extract import extract_features, pairwise_distance, tra
 from reid_jax.train import step as step_lib
 
 RANKS = (1, 5, 10, 20)
+# "average": each query = mean of itself and its aqe_k nearest gallery items (gallery unchanged);
+# "alpha": fast-reid's alpha-weighted expansion of queries and gallery (rerank.py).
+AQE_MODES = ("average", "alpha")
 
 
 def _flip_embed(state: Any, batch: dict[str, jax.Array], *, model, feature: str) -> dict:
@@ -49,6 +52,10 @@ def _check(cfg: Any) -> None:
             f"evals: aqe_k={cfg.get('aqe_k')} must be >= 0 and rerank_k1={cfg.get('rerank_k1')}"
             f", rerank_k2={cfg.get('rerank_k2')} >= 1"
         )
+    if cfg.aqe_mode not in AQE_MODES:
+        raise ValueError(f"evals.aqe_mode={cfg.aqe_mode!r}: expected one of {AQE_MODES}")
+    if cfg.aqe_times < 1:
+        raise ValueError(f"evals.aqe_times={cfg.aqe_times}: expected >= 1")
     if not 0.0 <= cfg.get("rerank_lambda", 0.3) <= 1.0:
         raise ValueError(f"evals.rerank_lambda={cfg.get('rerank_lambda')}: expected 0..1")
 
@@ -120,6 +127,11 @@ class RetrievalEvaluator:
             )  # fmt: skip
             return q, g, dist
         q_feats = feats[q]
+        if post == "aqe" and c.aqe_mode == "alpha":  # fast-reid: queries and gallery expanded
+            q_feats, g_feats = rerank.alpha_query_expansion(
+                feats[q], feats[g], c.aqe_k, c.aqe_alpha, c.aqe_times
+            )
+            return q, g, pairwise_distance(q_feats, g_feats, c.distance)
         if post == "aqe":
             if c.distance == "cosine":
                 feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)

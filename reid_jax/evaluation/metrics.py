@@ -1,4 +1,4 @@
-"""Video re-ID retrieval metrics (mAP, CMC, mINP) under the two MARS evaluation protocols.
+"""Video re-ID retrieval metrics (mAP, CMC, mINP) under the three MARS evaluation protocols.
 
 Everything is vectorised in numpy, with no Python loop over queries. The metrics need only where
 each query's same-identity gallery items land in its ranked list: ``ranking.same_id_pairs``
@@ -44,6 +44,21 @@ Protocols (``PROTOCOLS``):
     skipped. AP = (1/num_rel) * sum_k precision@k * rel_k; mAP and CMC are averaged over the
     valid (non-skipped) queries only.
 
+``appended``
+    What the papers' numbers use (AP3D, BiCnet-TKS, PSTA, TF-CLIP): guxinqian/AP3D ``train.py``
+    ``test()`` and ``tools/eval_metrics.py`` at commit 84bd12afc1d9e99c58365559d9ec9269cb19d94f,
+    WangYQ9/VideoReID-PSTA ``Train.py`` ``test()`` and ``eval_metrics.py`` at commit
+    3a9fa62b0cf152b11eac50be1af6697e2b2294dc. Their MARS reader drops every pid -1 tracklet
+    (``_process_data``: "junk images are just ignored"), the gallery is the other test tracklets,
+    and ``test()`` APPENDS the queries to it ("gallery set must contain query set, otherwise 140
+    query imgs will not have ground truth"): gallery = queries + (test minus queries minus pid -1),
+    11,310 tracklets on MARS (``query_gallery_indices``). Scoring is ``legacy``'s: items with the
+    query's pid and camera are removed (the query's own copy among them), items with its pid are
+    matches, pid 0 distractors are negatives, AP = mean precision at the hits (step-wise), and
+    mAP / CMC average over the queries that keep a match. The other queries of the same identity
+    seen from another camera are thus matches, which is why the 140 queries whose identity has no
+    other gallery tracklet count here and not under ``legacy``.
+
 mINP (Ye et al. 2021, "Deep Learning for Person Re-identification: A Survey and Outlook"), in both
 protocols: INP = num_good / (rank of the LAST good item, 1-based, counted after removing junk /
 excluded items), averaged over the valid queries only.
@@ -71,7 +86,7 @@ import numpy as np
 from reid_jax.evaluation import camera_pairs as camera_pairs_lib
 from reid_jax.evaluation import ranking
 
-PROTOCOLS = ("official", "legacy")
+PROTOCOLS = ("official", "legacy", "appended")
 _BLOCK = 256  # queries ranked at once: bounds memory to a few [_BLOCK, G] arrays
 
 _PROTOCOL_LINES = {
@@ -83,6 +98,11 @@ _PROTOCOL_LINES = {
         "Protocol: legacy (deep-person-reid eval_func): gallery = test minus queries minus "
         "pid -1; same pid + same camera removed; AP = mean precision at hits; mean over valid "
         "queries."
+    ),
+    "appended": (
+        "Protocol: appended (AP3D / PSTA / TF-CLIP test(), the papers' numbers): gallery = "
+        "queries + test minus queries minus pid -1; same pid + same camera removed; AP = mean "
+        "precision at hits; mean over valid queries."
     ),
 }
 
@@ -107,7 +127,8 @@ def query_gallery_indices(
     """Return (query rows, gallery rows) of a test split for ``protocol``, ascending int64 indices.
 
     official: gallery = all rows (queries and pid -1 junk included); legacy: gallery = rows that
-    are neither queries nor pid -1.
+    are neither queries nor pid -1; appended: legacy's gallery plus the queries (every row that
+    is a query or not pid -1).
     """
     _check_protocol(protocol)
     pids = _as_int_vector("pids", pids)
@@ -122,6 +143,8 @@ def query_gallery_indices(
     query = np.flatnonzero(mask)
     if protocol == "official":
         gallery = np.arange(pids.size, dtype=np.int64)
+    elif protocol == "appended":
+        gallery = np.flatnonzero(mask | (pids != -1))
     else:
         gallery = np.flatnonzero(~mask & (pids != -1))
     return query.astype(np.int64), gallery.astype(np.int64)

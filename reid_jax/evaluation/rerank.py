@@ -242,3 +242,48 @@ def average_query_expansion(
             rows = jnp.concatenate([rows, jnp.zeros((block - m, q.shape[1]), q.dtype)])
         out[start : start + m] = np.asarray(_aqe_block(rows, g, g_sq, k))[:m]
     return out
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _alpha_qe_block(norm_blk, norm, feats, k, alpha):
+    """fast-reid's expansion of a block of rows: the mean over the k most cosine-similar items
+    (the row itself included) of feature x similarity ** alpha."""
+    sims = jnp.matmul(norm_blk, norm.T, precision=jax.lax.Precision.HIGHEST)
+    vals, top = jax.lax.top_k(sims, k)
+    return jnp.mean(feats[top] * jnp.power(vals, alpha)[..., None], axis=1)
+
+
+def alpha_query_expansion(
+    q_feats: np.ndarray,
+    g_feats: np.ndarray,
+    k: int = 5,
+    alpha: float = 3.0,
+    times: int = 1,
+    block: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """fast-reid's ``aqe`` (JDAI-CV/fast-reid ``fastreid/evaluation/query_expansion.py`` at commit
+    c9bc3ceb2f7a6438b62fb515ea3df6d1e999e95d; alpha-weighted query expansion, Radenovic et al.
+    2018): queries and gallery are one database; each item, queries AND gallery, becomes the
+    mean of ``feature * cos ** alpha`` over its ``k`` most cosine-similar items, itself included,
+    ``times`` times. Returns the new (query [Q, D], gallery [G, D]) float32 features, not
+    normalised (fast-reid's ``build_dist`` normalises for cosine). fast-reid's defaults:
+    k = 5, alpha = 3, times = 1."""
+    feats = jnp.asarray(np.concatenate([q_feats, g_feats]), dtype=jnp.float32)
+    n = feats.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"alpha query expansion k={k}: expected 1 <= k <= {n} items")
+    if times < 1:
+        raise ValueError(f"alpha query expansion times={times}: expected >= 1")
+    block = min(block, n)
+    for _ in range(times):
+        norm = feats / jnp.maximum(jnp.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        out = np.empty(feats.shape, dtype=np.float32)
+        for start in range(0, n, block):
+            rows = norm[start : start + block]
+            m = rows.shape[0]
+            if m < block:
+                rows = jnp.concatenate([rows, jnp.zeros((block - m, feats.shape[1]))])
+            out[start : start + m] = np.asarray(_alpha_qe_block(rows, norm, feats, k, alpha))[:m]
+        feats = jnp.asarray(out)
+    out = np.asarray(feats)
+    return out[: len(q_feats)], out[len(q_feats) :]

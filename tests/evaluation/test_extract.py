@@ -10,6 +10,7 @@ import pytest
 
 from reid_jax import parallel
 from reid_jax.data import builders, pipeline, prepare, sampling, transforms
+from reid_jax.evaluation import rerank
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
 from reid_jax.evaluation.extract import pairwise_distance
 from reid_jax.models.reid import make_model
@@ -128,8 +129,9 @@ def test_evaluator_variants_use_the_protocol_split(setup):
     cfg, model, _, source, index = setup
     changes = {"evals.retrieval.aqe_k": 2, "evals.retrieval.rerank": True}
     ev = _evaluator(cfg, model, source, index, changes)
-    assert ev.variants() == ["official", "legacy", "official+aqe", "legacy+aqe",
-                             "official+rerank", "legacy+rerank"]  # fmt: skip
+    assert ev.variants() == ["official", "legacy", "appended", "official+aqe", "legacy+aqe",
+                             "appended+aqe", "official+rerank", "legacy+rerank",
+                             "appended+rerank"]  # fmt: skip
     feats = np.random.default_rng(0).normal(size=(len(index.pid), 6)).astype(np.float32)
     q, g, dist = ev.distances(feats, "legacy+rerank")  # the authors' re_ranking(query, gallery)
     assert not np.isin(q, g).any() and not (index.pid[g] == -1).any()
@@ -140,6 +142,12 @@ def test_evaluator_variants_use_the_protocol_split(setup):
     top = np.argsort(d0, axis=1, kind="stable")[:, :2]
     expanded = (feats[q] + feats[top].sum(1)) / 3
     np.testing.assert_allclose(dist, ((expanded[:, None] - feats[None]) ** 2).sum(-1), atol=1e-4)
+    q, g, dist = ev.distances(feats, "appended")  # the queries are part of the gallery
+    assert np.isin(q, g).all() and not (index.pid[g] == -1).any()
+    alpha = _evaluator(cfg, model, source, index, {**changes, "evals.retrieval.aqe_mode": "alpha"})
+    q, g, dist = alpha.distances(feats, "legacy+aqe")  # fast-reid: both sides expanded
+    eq, eg = rerank.alpha_query_expansion(feats[q], feats[g], 2, 3.0)
+    np.testing.assert_allclose(dist, ((eq[:, None] - eg[None]) ** 2).sum(-1), rtol=1e-4, atol=1e-4)
     scores = ev.score(feats, camera_pairs=True)
     assert set(scores) == set(ev.variants()) and "camera_pair_mAP" in scores["official"]
     assert "camera_pair_mAP" not in scores["official+rerank"]

@@ -44,7 +44,7 @@ def test_job_writes_records_then_a_restart_skips_them(trained, monkeypatch, caps
     assert seen == [2, 3] and [r["step"] for r in done] == [2, 3]
     # The restored step-3 checkpoint scores what the training loop measured in memory.
     final = out["history"][-1]
-    for protocol in ("official", "legacy"):
+    for protocol in ("official", "legacy", "appended"):
         for key in ("mAP", "Rank1", "Rank5", "mINP"):
             got = done[-1]["metrics"][protocol][key]
             assert got == pytest.approx(final[f"retrieval/{protocol}/{key}"], abs=1e-9)

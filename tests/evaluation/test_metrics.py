@@ -87,7 +87,9 @@ def ref_legacy(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
     }
 
 
-REFERENCES = {"official": ref_official, "legacy": ref_legacy}
+# ``appended`` scores the gallery it is given as ``legacy`` does (its own gallery rule is tested
+# against a port of AP3D's test() in test_appended.py).
+REFERENCES = {"official": ref_official, "legacy": ref_legacy, "appended": ref_legacy}
 
 
 def _assert_close(result, expected, tol=1e-9):
@@ -296,6 +298,10 @@ def test_real_mars_split_sizes_and_perfect_distances():
     np.testing.assert_array_equal(q_leg, q_off)
     np.testing.assert_array_equal(g_leg, expected_leg)
     assert g_leg.size == 12180 - 1980 - 870 == 9330  # no query is a pid -1 tracklet
+    q_app, g_app = query_gallery_indices(pids, is_query, "appended")
+    np.testing.assert_array_equal(q_app, q_off)
+    np.testing.assert_array_equal(g_app, sorted(set(expected_leg) | set(query_rows)))
+    assert g_app.size == 9330 + 1980 == 11310  # the papers' "11,310 gallery tracklets"
 
     # Independent count of queries with a same-id tracklet in another camera, per gallery.
     def count_valid(gallery):
@@ -307,7 +313,8 @@ def test_real_mars_split_sizes_and_perfect_distances():
     assert count_valid(g_off) == 1980
 
     rng = np.random.default_rng(0)
-    for protocol, gallery in (("official", g_off), ("legacy", g_leg)):
+    assert count_valid(g_leg) == 1840 and count_valid(g_app) == 1980
+    for protocol, gallery in (("official", g_off), ("legacy", g_leg), ("appended", g_app)):
         qp, gp = pids[q_off], pids[gallery]
         dist = (qp[:, None] != gp[None, :]).astype(np.float32)
         dist += rng.uniform(0.0, 1e-3, size=dist.shape).astype(np.float32)

@@ -55,7 +55,7 @@ def test_train_and_evaluate_reports_both_protocols(straight):
     workdir, out = straight
     (final,) = out["history"]
     assert final["step"] == 4 and not out["preempted"] and out["start_step"] == 0
-    for protocol in ("official", "legacy"):
+    for protocol in ("official", "legacy", "appended"):
         for key in ("mAP", "Rank1", "Rank5", "mINP"):
             assert 0.0 <= final[f"retrieval/{protocol}/{key}"] <= 1.0
         assert final[f"retrieval/{protocol}/Rank1"] <= final[f"retrieval/{protocol}/Rank5"]
