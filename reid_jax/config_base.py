@@ -72,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.width = 64
     c.model.last_stride = 1
     c.model.fusion = "mean"
+    c.model.spatial_pool = "avg"  # or "max": each frame map max-pooled before the fusion (AP3D)
     # Every option of every fusion, unset (None = the fusion's own default); set only those of
     # the chosen fusion, e.g. --config.model.fusion_kwargs.tau=0.1. See docs/fusion.md.
     c.model.fusion_kwargs = ml_collections.ConfigDict(
@@ -90,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
             triplet_margin=0.3,
             triplet_distance="euclidean",
             triplet_soft=False,
+            triplet_feature="raw",  # "raw" (before the BNNeck, BoT) or "bn" (after it, AP3D)
         )
     )
 

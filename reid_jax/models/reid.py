@@ -15,6 +15,7 @@ from reid_jax.fusion import FUSIONS, make_fusion
 from reid_jax.models.resnet import BN_EPSILON, BN_MOMENTUM, RESNETS, make_resnet
 
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+SPATIAL_POOLS = ("avg", "max")
 
 
 class ReIDModel(nn.Module):
@@ -33,6 +34,10 @@ class ReIDModel(nn.Module):
     fusion_kwargs: tuple[tuple[str, Any], ...] = ()
     dtype: Any = jnp.float32
     zero_init_residual: bool = False
+    # "avg": the fusions pool each frame's map spatially by averaging (their own rule); "max":
+    # each map is max-pooled to 1x1 first (AP3D's ``F.max_pool2d(x, x.size()[2:])``), so vector
+    # fusions see max-pooled frames and map-level fusions (templet) a 1x1 map.
+    spatial_pool: str = "avg"
 
     @nn.compact
     def __call__(self, clips: jax.Array, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -50,6 +55,8 @@ class ReIDModel(nn.Module):
         )
         maps = backbone(clips.reshape((b * t, *clips.shape[2:])), train)
         maps = maps.reshape((b, t, *maps.shape[1:]))
+        if self.spatial_pool == "max":
+            maps = jnp.max(maps, axis=(2, 3), keepdims=True)
         fusion = make_fusion(self.fusion, name="fusion", **dict(self.fusion_kwargs))
         fused, fusion_aux = fusion(maps, train)
         features = fused.astype(jnp.float32)
@@ -74,11 +81,11 @@ class ReIDModel(nn.Module):
 
 
 def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReIDModel:
-    """Build a ReIDModel from config keys arch, width, last_stride, fusion, dtype.
+    """Build a ReIDModel from config keys arch, width, last_stride, fusion, dtype, spatial_pool.
 
     Optional keys: fusion_kwargs (dict of fusion options), zero_init_residual (bool).
     """
-    for key in ("arch", "width", "last_stride", "fusion", "dtype"):
+    for key in ("arch", "width", "last_stride", "fusion", "dtype", "spatial_pool"):
         if key not in config_model:
             raise ValueError(f"config.model is missing key {key!r}")
     if config_model.arch not in RESNETS:
@@ -92,6 +99,11 @@ def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReI
     if config_model.dtype not in DTYPES:
         raise ValueError(
             f"config.model.dtype={config_model.dtype!r}; expected one of {sorted(DTYPES)}"
+        )
+    if config_model.spatial_pool not in SPATIAL_POOLS:
+        raise ValueError(
+            f"config.model.spatial_pool={config_model.spatial_pool!r}; expected one of "
+            f"{SPATIAL_POOLS}"
         )
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes}; expected a positive integer")
@@ -107,6 +119,7 @@ def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReI
         fusion_kwargs=tuple(sorted(_freeze(fusion_kwargs).items())),
         dtype=DTYPES[config_model.dtype],
         zero_init_residual=bool(config_model.get("zero_init_residual", False)),
+        spatial_pool=config_model.spatial_pool,
     )
 
 

@@ -19,6 +19,8 @@ from reid_jax.data.transforms import normalize
 from reid_jax.train import losses
 from reid_jax.train.state import TrainState
 
+TRIPLET_FEATURES = {"raw": "features", "bn": "bn_features"}  # config value -> model aux key
+
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
@@ -30,9 +32,17 @@ class LossConfig:
     triplet_margin: float = 0.3
     triplet_distance: str = "euclidean"
     triplet_soft: bool = False
+    # "raw": the fused feature before the BNNeck (BoT, the default); "bn": after it (AP3D's
+    # train.py feeds the BN feature ``f`` to its TripletLoss).
+    triplet_feature: str = "raw"
 
     @classmethod
     def from_config(cls, cfg: Any) -> LossConfig:
+        if cfg.triplet_feature not in TRIPLET_FEATURES:
+            raise ValueError(
+                f"config.loss.triplet_feature={cfg.triplet_feature!r}: expected one of "
+                f"{sorted(TRIPLET_FEATURES)}"
+            )
         return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
 
 
@@ -78,12 +88,10 @@ def train_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        (logits, aux), updates = model.apply(
-            variables, clips, train=True, mutable=["batch_stats"]
-        )
+        (logits, aux), updates = model.apply(variables, clips, train=True, mutable=["batch_stats"])
         ce = losses.cross_entropy_label_smoothing(logits, labels, loss_cfg.label_smoothing)
         tri, tri_aux = losses.batch_hard_triplet(
-            aux["features"],
+            aux[TRIPLET_FEATURES[loss_cfg.triplet_feature]],
             labels,
             margin=loss_cfg.triplet_margin,
             distance=loss_cfg.triplet_distance,

@@ -122,12 +122,15 @@ def test_make_model_reads_config():
             "fusion": "max",
             "dtype": "bfloat16",
             "fusion_kwargs": {},
+            "spatial_pool": "max",
         }
     )
     model = make_model(cfg, num_classes=7)
     assert (model.arch, model.width, model.last_stride, model.fusion) == ("resnet50", 8, 2, "max")
     assert model.dtype == jnp.bfloat16 and model.num_classes == 7 and model.fusion_kwargs == ()
-    for key, bad in [("arch", "vgg16"), ("fusion", "nope"), ("dtype", "float16")]:
+    assert model.spatial_pool == "max"
+    cases = [("arch", "vgg16"), ("fusion", "nope"), ("dtype", "float16"), ("spatial_pool", "sum")]
+    for key, bad in cases:
         broken = ml_collections.ConfigDict(cfg.to_dict())
         broken[key] = bad
         with pytest.raises(ValueError, match=key):
@@ -152,3 +155,22 @@ def test_fusion_registry_and_pooling_values():
     winners = np.stack([np.bincount(gap[b].argmax(0), minlength=4) / 5 for b in range(2)])
     np.testing.assert_allclose(aux["weights"], winners)
     np.testing.assert_allclose(aux["weights"].sum(1), 1.0, rtol=1e-6)
+
+
+def test_spatial_max_pool_equals_per_frame_max_then_mean(tiny):
+    """spatial_pool="max" with the mean fusion: the time average of each frame map's spatial max
+    (AP3D's ``F.max_pool2d(x, x.size()[2:])`` then ``x.mean(1)``)."""
+    model, variables, clips = tiny
+    pooled = ReIDModel(num_classes=NUM_CLASSES, arch="resnet18", width=8, spatial_pool="max")
+    _, aux = pooled.apply(variables, clips, train=False)
+    b, t = clips.shape[:2]
+    backbone = make_resnet("resnet18", width=8, last_stride=1)
+    maps = backbone.apply(
+        {"params": variables["params"]["backbone"],
+         "batch_stats": variables["batch_stats"]["backbone"]},
+        clips.reshape((b * t, *clips.shape[2:])), False,
+    )  # fmt: skip
+    expected = maps.max(axis=(1, 2)).reshape(b, t, -1).mean(axis=1)
+    np.testing.assert_allclose(aux["features"], expected, rtol=1e-5, atol=1e-6)
+    _, avg_aux = model.apply(variables, clips, train=False)
+    assert not np.allclose(aux["features"], avg_aux["features"], atol=1e-3)
