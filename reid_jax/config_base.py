@@ -55,7 +55,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.seq_len = 4  # T frames per clip
     c.data.p = 8  # identities per batch
     c.data.k = 4  # tracklets per identity
-    c.data.frame_sampler = "restricted_random"  # or "random_window"
+    # "restricted_random", "random_window" (T frames sample_stride apart) or "strided" (AP3D's
+    # TemporalRandomCrop: T frames sample_stride apart when the tracklet is long enough)
+    c.data.frame_sampler = "restricted_random"
+    c.data.sample_stride = 1  # stride of "random_window" / "strided" (AP3D: 8)
+    # What one epoch is: "identities" (every training identity once, P x K) or "tracklets"
+    # (every training tracklet once, in chunks of K: AP3D / TF-CLIP's epochs). docs/recipes.md
+    c.data.epoch = "identities"
     c.data.pad = 10
     c.data.flip_p = 0.5
     c.data.erase_p = 0.5

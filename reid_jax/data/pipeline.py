@@ -105,16 +105,20 @@ class TrainClips:
     transform: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     process: ProcessSlice
 
+    epoch: str = "identities"  # config.data.epoch: what one epoch visits (sampling.EPOCHS)
+
     @functools.cached_property
     def steps_per_epoch(self) -> int:
-        return sampling.steps_per_epoch(self.index.num_classes, self.p)
+        return sampling.epoch_steps(self.index.label, self.p, self.k, self.epoch)
 
     def _plan(self, epoch: int) -> np.ndarray:
         """The epoch's P x K plan, computed once per epoch in each worker."""
         cache = self.__dict__.setdefault("_plans", {})
         if epoch not in cache:
             cache.clear()
-            cache[epoch] = sampling.pk_epoch(self.index.label, self.p, self.k, self.seed, epoch)
+            cache[epoch] = sampling.epoch_plan(
+                self.index.label, self.p, self.k, self.seed, epoch, self.epoch
+            )
         return cache[epoch]
 
     def __call__(self, local_item: int) -> dict[str, np.ndarray]:
@@ -217,6 +221,19 @@ def _iterate(
     return iter(ds)
 
 
+def frame_sampler(data_cfg: Any) -> Callable[..., np.ndarray]:
+    """``config.data.frame_sampler`` as f(length, t, rng), with ``data.sample_stride`` bound
+    for the samplers that take a stride."""
+    name = data_cfg.frame_sampler
+    if name not in sampling.FRAME_SAMPLERS:
+        raise ValueError(
+            f"config.data.frame_sampler={name!r}: expected one of {sorted(sampling.FRAME_SAMPLERS)}"
+        )
+    if name in sampling.STRIDED_SAMPLERS:
+        return functools.partial(sampling.FRAME_SAMPLERS[name], stride=int(data_cfg.sample_stride))
+    return sampling.FRAME_SAMPLERS[name]
+
+
 def train_iterator(
     source: Any,
     index: TrackletIndex,
@@ -228,11 +245,6 @@ def train_iterator(
 ) -> grain.DatasetIterator:
     """Checkpointable iterator over this process's share of ``num_steps`` P x K batches."""
     global_batch = data_cfg.p * data_cfg.k
-    if data_cfg.frame_sampler not in sampling.FRAME_SAMPLERS:
-        raise ValueError(
-            f"config.data.frame_sampler={data_cfg.frame_sampler!r}: expected one of "
-            f"{sorted(sampling.FRAME_SAMPLERS)}"
-        )
     loader = TrainClips(
         source=source,
         index=index,
@@ -241,7 +253,7 @@ def train_iterator(
         k=data_cfg.k,
         seq_len=data_cfg.seq_len,
         seed=seed,
-        frame_sampler=sampling.FRAME_SAMPLERS[data_cfg.frame_sampler],
+        frame_sampler=frame_sampler(data_cfg),
         transform=transforms.compose(
             transforms.train_transforms(
                 data_cfg.height,
@@ -252,6 +264,7 @@ def train_iterator(
             )
         ),
         process=process,
+        epoch=data_cfg.epoch,
     )
     local = process.local_batch(global_batch)
     ds = grain.MapDataset.range(num_steps * local).map(loader)

@@ -9,6 +9,11 @@ instead dropped the incomplete last batch with ``drop_last=True``; completing it
 is skipped in any epoch.) Each identity of a batch contributes K tracklets, drawn without
 replacement when it has at least K tracklets, else with replacement.
 
+``config.data.epoch = "tracklets"`` counts epochs as guxinqian/AP3D's ``RandomIdentitySampler``
+(``tools/samplers.py``, commit 84bd12afc1d9e99c58365559d9ec9269cb19d94f) and TF-CLIP do: every
+training tracklet once (``tracklet_epoch``), so their epoch numbers (AP3D: 240 epochs, decay at
+60/120/180) can be copied into a config.
+
 Every function is a pure function of its arguments and an explicit ``np.random.Generator`` (or of
 ``(seed, epoch)``), module-level and therefore picklable for grain worker processes.
 """
@@ -23,10 +28,15 @@ __all__ = [
     "FRAME_SAMPLERS",
     "all_frames_chunks",
     "evenly_spaced",
+    "EPOCHS",
+    "epoch_plan",
+    "epoch_steps",
     "pk_epoch",
     "random_window",
     "restricted_random",
     "steps_per_epoch",
+    "strided_crop",
+    "tracklet_epoch",
 ]
 
 
@@ -90,6 +100,66 @@ def pk_epoch(labels: np.ndarray, p: int, k: int, seed: int, epoch: int) -> np.nd
     return out
 
 
+def _tracklet_chunk_count(counts: np.ndarray, k: int) -> int:
+    """AP3D's ``RandomIdentitySampler.__len__`` / k: an identity with n tracklets gives
+    max(n, k) // k chunks of k."""
+    return int(np.sum(np.maximum(counts, k) // k))
+
+
+def tracklet_epoch(labels: np.ndarray, p: int, k: int, seed: int, epoch: int) -> np.ndarray:
+    """One epoch of AP3D's ``RandomIdentitySampler`` batched by its ``DataLoader(batch_size=p*k,
+    drop_last=True)``: int64 [steps, p*k] tracklet indices.
+
+    Each identity's tracklets are shuffled (an identity with fewer than k tracklets draws k with
+    replacement) and cut into chunks of k (a remainder < k is dropped); all chunks are shuffled
+    and every p consecutive chunks make a batch (the last incomplete batch is dropped). As in
+    AP3D, two chunks of one identity may share a batch. Deterministic from (seed, epoch).
+    """
+    labels = np.asarray(labels)
+    _check_positive(p=p, k=k)
+    ids = np.unique(labels)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+    chunks = []
+    for ident in ids:
+        members = np.flatnonzero(labels == ident)
+        if len(members) < k:
+            members = rng.choice(members, size=k, replace=True)
+        members = rng.permutation(members)
+        whole = len(members) // k * k
+        chunks.extend(members[:whole].reshape(-1, k))
+    chunks = np.stack(chunks)[rng.permutation(len(chunks))]
+    steps = len(chunks) // p
+    if steps < 1:
+        raise ValueError(f"a tracklet epoch gives {len(chunks)} chunks of k={k}, fewer than p={p}")
+    return chunks[: steps * p].reshape(steps, p * k).astype(np.int64)
+
+
+# config.data.epoch -> (plan of one epoch, its number of steps)
+EPOCHS: dict[str, Callable[..., np.ndarray]] = {"identities": pk_epoch, "tracklets": tracklet_epoch}
+
+
+def epoch_steps(labels: np.ndarray, p: int, k: int, epoch: str = "identities") -> int:
+    """Steps of one epoch of kind ``epoch`` (``EPOCHS``): ceil(ids / p) for "identities",
+    AP3D's floor(sum over ids of max(n, k) // k / p) for "tracklets". The one conversion of an
+    epoch count into steps that every caller uses."""
+    if epoch not in EPOCHS:
+        raise ValueError(f"config.data.epoch={epoch!r}: expected one of {sorted(EPOCHS)}")
+    labels = np.asarray(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    if epoch == "identities":
+        return steps_per_epoch(len(counts), p)
+    return _tracklet_chunk_count(counts, k) // p
+
+
+def epoch_plan(
+    labels: np.ndarray, p: int, k: int, seed: int, epoch_index: int, epoch: str = "identities"
+) -> np.ndarray:
+    """The [steps, p*k] tracklet plan of epoch ``epoch_index`` for the epoch kind ``epoch``."""
+    if epoch not in EPOCHS:
+        raise ValueError(f"config.data.epoch={epoch!r}: expected one of {sorted(EPOCHS)}")
+    return EPOCHS[epoch](labels, p, k, seed, epoch_index)
+
+
 def restricted_random(length: int, t: int, rng: np.random.Generator) -> np.ndarray:
     """Training frames: one random frame from each of t near-equal chunks of [0, length), sorted.
 
@@ -110,6 +180,18 @@ def random_window(length: int, t: int, rng: np.random.Generator, stride: int = 1
     return np.minimum(start + np.arange(t, dtype=np.int64) * stride, length - 1)
 
 
+def strided_crop(length: int, t: int, rng: np.random.Generator, stride: int = 8) -> np.ndarray:
+    """Training frames as AP3D's ``TemporalRandomCrop(size=t, stride)``
+    (``transforms/temporal_transforms.py``, commit 84bd12afc1d9e99c58365559d9ec9269cb19d94f):
+    t frames ``stride`` apart from a uniformly random start when length >= t * stride; else t
+    distinct random frames, sorted, when length >= t; else t sorted draws with replacement."""
+    _check_positive(length=length, t=t, stride=stride)
+    if length >= t * stride:
+        begin = int(rng.integers(0, length - (t - 1) * stride))  # randint(0, rand_end) inclusive
+        return begin + np.arange(t, dtype=np.int64) * stride
+    return np.sort(rng.choice(length, size=t, replace=length < t)).astype(np.int64)
+
+
 def evenly_spaced(length: int, t: int) -> np.ndarray:
     """Test frames: the centre frame of each of t equal chunks; deterministic, sorted."""
     _check_positive(length=length, t=t)
@@ -127,7 +209,11 @@ def all_frames_chunks(length: int, t: int) -> np.ndarray:
     return np.minimum(np.arange(n * t, dtype=np.int64), length - 1).reshape(n, t)
 
 
+# config.data.frame_sampler -> f(length, t, rng[, stride]); those taking ``stride`` get
+# config.data.sample_stride.
 FRAME_SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
     "restricted_random": restricted_random,
     "random_window": random_window,
+    "strided": strided_crop,
 }
+STRIDED_SAMPLERS = ("random_window", "strided")

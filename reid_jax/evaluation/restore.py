@@ -66,7 +66,7 @@ def load_run(config: Any, workdir: str | Path) -> Run:
     prepare.ensure_prepared(d)
     _, train_index = builders.load_split(d.name, d.data_dir, "train", trial=d.split)
     test_source, test_index = builders.load_split(d.name, d.data_dir, "test", trial=d.split)
-    spe = sampling.steps_per_epoch(train_index.num_classes, d.p)
+    spe = sampling.epoch_steps(train_index.label, d.p, d.k, d.epoch)
     total, _ = schedule_steps(config, spe)
     mesh = parallel.make_mesh(config.mesh)
     try:

@@ -1,7 +1,8 @@
 """``train_and_evaluate``: data, mesh, state, the jitted step, logging, evaluation, checkpoints.
 
 Durations are converted from epochs to steps here and in ``optim`` only. An epoch is one pass of
-the P x K identity sampler (``sampling.pk_epoch``): every training identity once.
+the sampler ``config.data.epoch`` names (``sampling.epoch_steps``): every training identity once
+(P x K, the default) or every training tracklet once (AP3D's count).
 
 Every process of a multi-host run executes this same function: it loads its block of each global
 batch, the jitted step sees global arrays laid out by ``parallel`` (data / fsdp mesh), all
@@ -87,7 +88,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     mesh = parallel.make_mesh(config.mesh)
     global_batch = data_cfg.p * data_cfg.k
     process = _process_slice(mesh, global_batch, data_cfg.test_batch_size)
-    spe = sampling.steps_per_epoch(train_index.num_classes, data_cfg.p)
+    spe = sampling.epoch_steps(train_index.label, data_cfg.p, data_cfg.k, data_cfg.epoch)
     total_steps, eval_steps = schedule_steps(config, spe)
 
     model = make_model(config.model, train_index.num_classes)

@@ -9,7 +9,7 @@ import pytest
 from ml_collections import ConfigDict
 from PIL import Image
 
-from reid_jax.data import pipeline
+from reid_jax.data import pipeline, sampling
 from reid_jax.data.builders import TrackletIndex
 
 H, W, T = 16, 8, 4
@@ -44,8 +44,20 @@ def _dataset(lengths, pids, bad=()):
 
 def _cfg(**kw) -> ConfigDict:
     cfg = dict(
-        height=H, width=W, seq_len=T, p=2, k=2, frame_sampler="restricted_random", pad=2,
-        flip_p=0.5, erase_p=0.5, num_workers=0, num_threads=0, test_sampling="all",
+        height=H,
+        width=W,
+        seq_len=T,
+        p=2,
+        k=2,
+        frame_sampler="restricted_random",
+        pad=2,
+        flip_p=0.5,
+        erase_p=0.5,
+        num_workers=0,
+        num_threads=0,
+        test_sampling="all",
+        sample_stride=1,
+        epoch="identities",
     )
     cfg.update(kw)
     return ConfigDict(cfg)
@@ -92,7 +104,11 @@ def test_processes_split_each_global_batch_without_overlap():
     parts = [
         _take(
             pipeline.train_iterator(
-                records, index, _cfg(), num_steps=3, seed=1,
+                records,
+                index,
+                _cfg(),
+                num_steps=3,
+                seed=1,
                 process=pipeline.ProcessSlice(p, 2),
             ),
             3,
@@ -105,9 +121,7 @@ def test_processes_split_each_global_batch_without_overlap():
 
 
 def test_global_item_mapping_is_a_bijection():
-    got = sorted(
-        pipeline.ProcessSlice(p, 4).global_item(j, 8) for p in range(4) for j in range(6)
-    )
+    got = sorted(pipeline.ProcessSlice(p, 4).global_item(j, 8) for p in range(4) for j in range(6))
     assert got == list(range(24))
     with pytest.raises(ValueError, match="not divisible"):
         pipeline.ProcessSlice(0, 3).local_batch(8)
@@ -151,3 +165,27 @@ def test_eval_iterator_yields_each_tracklets_frames_with_a_mask():
     # Tracklet 1's frames encode 10 + f: the chunks show them in order, last one padded.
     means = np.round(clips.reshape(-1, H * W * 3).mean(1)).astype(int)
     np.testing.assert_allclose(means, [10 + min(f, 8) for f in range(12)], atol=2)
+
+
+def test_tracklet_epochs_and_strided_frames_reach_the_clips():
+    """data.epoch="tracklets" and frame_sampler="strided" (AP3D's recipe) drive the iterator:
+    the clips follow ``sampling.tracklet_epoch`` and are T frames sample_stride apart."""
+    source, index = _dataset([40, 33, 3, 12, 17, 6, 4, 8, 9, 20], [1, 1, 1, 2, 2, 3, 3, 3, 4, 4])
+    cfg = _cfg(p=2, k=2, epoch="tracklets", frame_sampler="strided", sample_stride=2, seq_len=2,
+               pad=0, flip_p=0, erase_p=0)  # fmt: skip
+    steps = sampling.epoch_steps(index.label, 2, 2, "tracklets")
+    it = pipeline.train_iterator(source, index, cfg, num_steps=steps, seed=4)
+    plan = sampling.tracklet_epoch(index.label, 2, 2, seed=4, epoch=0)
+    assert steps == 2  # 3, 2, 3, 2 tracklets -> one chunk of k=2 each -> 2 batches of p=2
+    for step in range(steps):
+        batch = next(it)
+        np.testing.assert_array_equal(batch["tracklet"], plan[step])
+        # frame value = 10 * tracklet + frame (capped at 255): the two frames are 2 apart
+        values = batch["clip"][:, :, 0, 0, 0].astype(int)
+        long = index.length[batch["tracklet"]] >= 4
+        assert np.all(np.abs(values[long, 1] - values[long, 0] - 2) <= 2)  # JPEG rounding
+    with pytest.raises(ValueError, match="frame_sampler='every'"):
+        pipeline.frame_sampler(_cfg(frame_sampler="every"))
+    strided = pipeline.frame_sampler(cfg)
+    frames = strided(40, 2, np.random.default_rng(0))
+    assert frames[1] - frames[0] == 2

@@ -213,7 +213,7 @@ def test_all_frames_chunks_covers_every_frame_once(length, t):
 
 
 def test_frame_samplers_registry_and_errors():
-    assert set(FRAME_SAMPLERS) == {"restricted_random", "random_window"}
+    assert set(FRAME_SAMPLERS) == {"restricted_random", "random_window", "strided"}
     rng = np.random.default_rng(0)
     for fn in FRAME_SAMPLERS.values():
         idx = fn(50, 6, rng)
