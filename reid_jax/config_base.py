@@ -88,6 +88,20 @@ def base_config() -> ml_collections.ConfigDict:
     # ImageNet weights for the backbone: a .safetensors/.pth state dict (torchvision or timm
     # ResNet names) or an orbax dir from reid_jax.tools.import_weights; "" = random init.
     c.model.pretrained = ""
+    # ViT backbones (arch vit_b16 / vit_s16 / clip_vit_b16, docs/vit.md); unset = the arch's own.
+    c.model.vit = ml_collections.ConfigDict(
+        dict(
+            tokens="cls",  # what the fusion sees: "cls" (CLS vectors) or "patches" (token maps)
+            stride=config_dict.placeholder(int),  # patch stride (< 16: overlapping patches)
+            width=config_dict.placeholder(int),
+            depth=config_dict.placeholder(int),
+            heads=config_dict.placeholder(int),
+            act=config_dict.placeholder(str),  # "gelu" | "quick_gelu" (OpenAI CLIP weights)
+            proj_dim=config_dict.placeholder(int),  # > 0: CLIP's visual projection on the tokens
+            pos_interpolation="bicubic",  # import: timm/open_clip's; "bilinear": CLIP-ReID's
+            pretrained_grid=config_dict.placeholder(tuple),  # import: the file's grid if not square
+        )
+    )
 
     c.loss = ml_collections.ConfigDict(
         dict(
@@ -115,6 +129,7 @@ def base_config() -> ml_collections.ConfigDict:
             decay_factor=0.1,
             final_factor=0.0,
             grad_clip_norm=0.0,
+            layer_decay=1.0,  # ViT layer-wise lr decay: block i of L gets lr * decay ** (L - i)
         )
     )
 

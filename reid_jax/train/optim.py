@@ -14,15 +14,21 @@ Keys of ``config.optim`` (an ml_collections.ConfigDict); defaults in brackets:
       step: the ``total_steps`` argument if given, else ``epochs * steps_per_epoch``;
     - "constant".
 * ``grad_clip_norm`` [0.0]: clip raw gradients to this global norm before anything else; 0 = off.
+* ``layer_decay`` [1.0]: layer-wise lr decay for ViT backbones (BEiT; timm's
+  ``param_groups_layer_decay``): of L blocks, ``backbone/blocks_i`` gets lr * d ** (L - i), the
+  embeddings (patch_embed, cls_token, pos_embed, norm_pre) lr * d ** (L + 1), everything after
+  the blocks (final norm, projection, fusion, BNNeck, classifier) lr. 1.0 = off.
 
 The schedule is lr(step) = warmup(step) * main(step) (as WarmupMultiStepLR of the re-ID "strong
 baseline", but per step rather than per epoch); call it with the step to log the current lr.
 """
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -156,4 +162,60 @@ def make_optimizer(
     else:
         chain += [adam, optax.add_decayed_weights(weight_decay)]
     chain.append(optax.scale_by_learning_rate(schedule))
+    layer_decay = float(config_optim.get("layer_decay", 1.0))
+    if layer_decay != 1.0:
+        chain.append(scale_by_layer_decay(layer_decay))
     return optax.chain(*chain)
+
+
+_EMBEDDINGS = ("patch_embed", "cls_token", "pos_embed", "norm_pre")
+_BLOCK = re.compile(r"^blocks_(\d+)$")
+
+
+def _key_names(path: tuple) -> list[str]:
+    """Plain names of a pytree key path (dict keys / attribute names)."""
+    return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+
+
+def layer_decay_scales(params: Any, decay: float) -> Any:
+    """The lr multiplier of every parameter (a tree like ``params``), as in the module doc."""
+    names = [_key_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    blocks = {
+        int(m[1]) for n in names if len(n) > 1 and n[0] == "backbone" and (m := _BLOCK.match(n[1]))
+    }
+    if not blocks:
+        raise ValueError(
+            f"config.optim.layer_decay={decay} needs a ViT backbone (params backbone/blocks_*); "
+            "this model has none: set layer_decay=1.0"
+        )
+    depth = max(blocks) + 1
+
+    def scale(path: tuple, leaf: Any) -> float:
+        del leaf
+        n = _key_names(path)
+        layer = depth + 1
+        if len(n) > 1 and n[0] == "backbone":
+            if m := _BLOCK.match(n[1]):
+                layer = int(m[1]) + 1
+            elif n[1] in _EMBEDDINGS:
+                layer = 0
+        return decay ** (depth + 1 - layer)
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+    """Multiply each update by its parameter's ``layer_decay_scales`` factor (static per leaf)."""
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"config.optim.layer_decay={decay}; expected a value in (0, 1]")
+
+    def init(params: Any) -> optax.EmptyState:
+        layer_decay_scales(params, decay)  # fail at state creation, not at the first step
+        return optax.EmptyState()
+
+    def update(updates: Any, state: optax.EmptyState, params: Any = None) -> tuple[Any, Any]:
+        del params
+        scales = layer_decay_scales(updates, decay)
+        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
+    return optax.GradientTransformation(init, update)

@@ -48,7 +48,8 @@ def init_fn(
     batch_stats = variables.get("batch_stats", {})
     if backbone is not None:
         params = {**params, "backbone": backbone["params"]}
-        batch_stats = {**batch_stats, "backbone": backbone["batch_stats"]}
+        if backbone["batch_stats"]:  # ViTs have none
+            batch_stats = {**batch_stats, "backbone": backbone["batch_stats"]}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -79,7 +80,9 @@ def create(
     else:
         shardings = jax.tree.map(lambda _: sharding, abstract)
     if pretrained:
-        backbone = load_pretrained_backbone(pretrained, abstract, shardings)
+        backbone = load_pretrained_backbone(
+            pretrained, abstract, shardings, model=model, image_size=tuple(clip_shape[2:4])
+        )
         state = jax.jit(fn, out_shardings=shardings)(rng, backbone)
     else:
         state = jax.jit(fn, out_shardings=shardings)(rng)
@@ -90,27 +93,37 @@ def create(
 
 
 def load_pretrained_backbone(
-    path: str, abstract: TrainState, sharding: jax.sharding.Sharding | TrainState
+    path: str,
+    abstract: TrainState,
+    sharding: jax.sharding.Sharding | TrainState,
+    *,
+    model: nn.Module | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Backbone {params, batch_stats} from ``path`` on host, checked against the abstract state
     (ValueError listing every difference), placed as global arrays with ``sharding`` (one for
-    all, or the state's tree of shardings, whose backbone entries are used)."""
-    if "backbone" not in abstract.params or "backbone" not in abstract.batch_stats:
+    all, or the state's tree of shardings, whose backbone entries are used). A ``model`` with a
+    ``pretrained_backbone`` method (ReIDModel: ViT import, which needs the frames' ``image_size``)
+    reads the file; otherwise the ResNet importer does."""
+    if "backbone" not in abstract.params:
         raise ValueError(
             f"pretrained={path!r}, but the model has no 'backbone' submodule to load it into"
         )
     expected = {
         "params": abstract.params["backbone"],
-        "batch_stats": abstract.batch_stats["backbone"],
+        "batch_stats": abstract.batch_stats.get("backbone", {}),
     }
     if isinstance(sharding, TrainState):
         targets = {
             "params": sharding.params["backbone"],
-            "batch_stats": sharding.batch_stats["backbone"],
+            "batch_stats": sharding.batch_stats.get("backbone", {}),
         }
     else:
         targets = jax.tree.map(lambda _: sharding, expected)
-    host = pretrained_lib.load_variables(path, expected)
+    if hasattr(model, "pretrained_backbone") and image_size is not None:
+        host = model.pretrained_backbone(path, expected, image_size)
+    else:
+        host = pretrained_lib.load_variables(path, expected)
     # From the same host array in every process: works for any sharding, multi-host included.
     return jax.tree.map(
         lambda a, s: jax.make_array_from_callback(a.shape, s, lambda idx: a[idx]),
