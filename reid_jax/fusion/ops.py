@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 EPS = 1e-6  # norm floor: vectors shorter than this count as zero vectors
 
@@ -33,30 +34,36 @@ def uniform_weights(batch: int, t: int) -> jax.Array:
     return jnp.full((batch, t), 1.0 / t, dtype=jnp.float32)
 
 
-PairCombine = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+PairCombine = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def pairwise_tree(
-    x: jax.Array, combine: PairCombine
+    x: jax.Array, combine: PairCombine, counted: bool = False
 ) -> tuple[jax.Array, tuple[jax.Array, ...], jax.Array]:
     """Fuse the n items of ``x`` [B, n, ...] pairwise, level by level, until one remains.
 
     ``combine(a, b)`` takes two [B, m, ...] stacks (items 0,2,4.. and 1,3,5..) and returns the
     fused [B, m, ...] stack and the pair weights [B, m, 2]. When a level has an odd number of
     items, the last one is carried unchanged to the next level (T=3: (0,1) -> g, then (g, 2)).
+    ``counted=True`` calls ``combine(a, b, na, nb)`` with the number of frames each item holds
+    (numpy int arrays [m]; 1 for a frame, the sum of its two inputs for a fused item).
     Returns (the fused item [B, ...], the per-level pair weights, the frame weights [B, n]: for
     each frame, the product of its pair weights along its path to the root, summing to 1).
     """
     b, n = x.shape[:2]
     frame_w = jnp.broadcast_to(jnp.eye(n, dtype=jnp.float32), (b, n, n))
+    counts = np.ones(n, np.int64)
     levels = []
     while x.shape[1] > 1:
         m = x.shape[1] // 2
-        fused, w = combine(x[:, 0 : 2 * m : 2], x[:, 1 : 2 * m : 2])
+        a, c = x[:, 0 : 2 * m : 2], x[:, 1 : 2 * m : 2]
+        na, nc = counts[0 : 2 * m : 2], counts[1 : 2 * m : 2]
+        fused, w = combine(a, c, na, nc) if counted else combine(a, c)
         levels.append(w)
         fw = w[..., 0:1] * frame_w[:, 0 : 2 * m : 2] + w[..., 1:2] * frame_w[:, 1 : 2 * m : 2]
         x = jnp.concatenate([fused.astype(x.dtype), x[:, 2 * m :]], axis=1)
         frame_w = jnp.concatenate([fw, frame_w[:, 2 * m :]], axis=1)
+        counts = np.concatenate([na + nc, counts[2 * m :]])
     return x[:, 0], tuple(levels), frame_w[:, 0]
 
 

@@ -20,7 +20,9 @@ Numerical safety (all in float32):
   the rms over channels of its template (a + b) / 2. Without it F_ab is several times larger
   than its inputs (1/cos >= 1 on both frames, the heavy-tailed normalised square) and the factor
   compounds over levels: on post-ReLU maps with T = 4 the fused feature is 13-50x the norm of
-  the mean pooled one, which stalls the triplet loss (docs/experiments.md).
+  the mean pooled one, which stalls the triplet loss (docs/experiments.md). Its rms is floored
+  (``_rms``), so gradients are finite where a position is zero in both frames of a pair (ReLU
+  maps have such positions) and for an all-zero clip.
 - T not a power of two: an odd map out at a level is carried unchanged to the next level
   (T=3: (0,1) -> g, then (g, 2); T=5: frame 4 joins only at the last level).
 Weights: at each level ``aux["weights"]`` holds [B, pairs, 2] = the spatial mean of
@@ -77,10 +79,14 @@ def templet_pair(
 
 
 def _rms(x: jax.Array) -> jax.Array:
-    """rms over channels [..., 1], computed on x / max|x| so x^2 cannot overflow."""
+    """rms over channels [..., 1], computed on x / max|x| so x^2 cannot overflow.
+
+    The mean square of u = x / max|x| is floored at EPS^2 before the square root: the value is
+    unchanged (mean(u^2) >= 1 / C wherever x != 0, and 0 * anything where x = 0), and the
+    gradient stays finite at a zero position (sqrt has an infinite slope at 0)."""
     peak = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
     u = x / jnp.maximum(peak, EPS)
-    return peak * jnp.sqrt(jnp.mean(u * u, axis=-1, keepdims=True))
+    return peak * jnp.sqrt(jnp.maximum(jnp.mean(u * u, axis=-1, keepdims=True), EPS * EPS))
 
 
 def refine_block(x: jax.Array, params: dict[str, jax.Array]) -> jax.Array:

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from reid_jax.fusion import cosine_center
-from reid_jax.fusion.cosine import CosineCenterFusion, center_weights, floor_weight
+from reid_jax.fusion.cosine import (
+    ARCCOS_MARGIN,
+    CosineCenterFusion,
+    center_weights,
+    floor_weight,
+)
 
 
 def _jit_cc(frames, **kwargs):
@@ -149,3 +154,90 @@ def test_pairwise_cosines_to_a_pair_centre_differ_only_through_the_norms():
     diff = _np_cos(a[None], c)[0] - _np_cos(b[None], c)[0]
     expected = (np.linalg.norm(a) - np.linalg.norm(b)) * (1 - _np_cos(a[None], b)[0])
     assert diff == pytest.approx(expected / np.linalg.norm(c), rel=1e-9)
+
+
+def test_documented_floor_values():
+    # the module docstring's floors for two scores at tau = 0.5 / 0.25 / 0.1, and the angle one
+    assert floor_weight(2, 0.5) == pytest.approx(0.018, abs=5e-4)
+    assert floor_weight(2, 0.25) == pytest.approx(3.4e-4, rel=0.02)
+    assert floor_weight(2, 0.1) == pytest.approx(2.1e-9, rel=0.02)
+    frames = jnp.array([[[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0]]])  # angles 0 and pi to the centre
+    w = jax.jit(functools.partial(center_weights, tau=1.0, weighting="angle"))(frames[:, :2])
+    # centre of (1,0), (-1,0) on the circle is 0: both score -arccos(0) -> equal weights
+    np.testing.assert_allclose(w, 0.5, rtol=1e-6)
+    w = jax.jit(functools.partial(center_weights, tau=1.0, weighting="angle"))(frames)
+    # centre (1/3, 0): frames 0 and 2 at angle 0, frame 1 at angle pi
+    # (arccos sees scores clipped 1e-6 inside [-1, 1]: the angles are 1.4e-3 off 0 and pi)
+    gap = math.pi - 2 * math.acos(1 - ARCCOS_MARGIN)
+    np.testing.assert_allclose(w[0, 1], 1 / (1 + 2 * math.exp(gap)), rtol=1e-4)
+    assert 1 / (1 + math.exp(math.pi)) == pytest.approx(0.041, abs=5e-4)
+
+
+@pytest.mark.parametrize("t", [1, 3, 5, 6])
+@pytest.mark.parametrize("mode", ["flat", "pairwise"])
+def test_large_tau_is_exactly_averaging_for_every_t(t, mode):
+    x = np.random.default_rng(t).normal(size=(2, t, 6)) * np.linspace(0.5, 3, t)[:, None]
+    for weighting in ("softmax", "angle", "vmf"):
+        fused, aux = _jit_cc(x, tau=1e7, mode=mode, weighting=weighting)
+        w = aux.get("frame_weights", aux["weights"])
+        np.testing.assert_allclose(w, 1.0 / t, atol=1e-6)
+        np.testing.assert_allclose(fused, x.mean(1), rtol=1e-5, atol=1e-5)
+
+
+def test_odd_t_weighs_each_node_by_the_frames_it_holds():
+    x = np.random.default_rng(7).normal(size=(1, 5, 8))
+    tau = 0.3
+    _, aux = _jit_cc(x, tau=tau, mode="pairwise")
+    w0, w1, w2 = (np.asarray(lvl)[0] for lvl in aux["weights"])
+    # T=5: (0,1), (2,3) | (01, 23) | (0123 holding 4 frames, frame 4 holding 1)
+    p = _np_weights(x[0, 0:2], tau, "softmax", 0)
+    q = _np_weights(x[0, 2:4], tau, "softmax", 0)
+    g = np.stack([p @ x[0, 0:2], q @ x[0, 2:4]])
+    r = _np_weights(g, tau, "softmax", 0)
+    top = np.stack([r @ g, x[0, 4]])
+    s = _np_cos(top, top.mean(0)) / tau + np.log([4.0, 1.0])
+    last = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+    np.testing.assert_allclose(w2[0], last, rtol=1e-5)
+    frame = np.concatenate([last[0] * r[0] * p, last[0] * r[1] * q, [last[1]]])
+    np.testing.assert_allclose(aux["frame_weights"][0], frame, rtol=1e-5)
+    # floor of an uneven pair: n_a / (n_a + n_b exp(2 / tau)) for scores -1 (a) and +1 (b)
+    pair = jnp.array([[[-1.0, 0.0], [2.0, 0.0]]])
+    w = jax.jit(center_weights)(pair, 1.0, counts=np.array([3.0, 1.0]))
+    np.testing.assert_allclose(w[0, 0], 3 / (3 + math.exp(2.0)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("t", [3, 5, 6])
+def test_on_the_circle_pairwise_is_averaging_for_every_t(t):
+    x = np.random.default_rng(t).normal(size=(3, t, 16)) * np.linspace(0.3, 4, t)[:, None]
+    for weighting in ("angle", "vmf"):
+        _, aux = _jit_cc(x, mode="pairwise", tau=0.05, weighting=weighting)
+        np.testing.assert_allclose(aux["frame_weights"], 1.0 / t, atol=1e-5)
+
+
+def test_a_zero_frame_scores_zero_and_its_gradient_stays_bounded():
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(1, 4, 16))).astype(np.float32)
+    zero = x.copy()
+    zero[0, 1] = 0.0
+    # the zero frame scores 0 against a pair partner that scores 1 (on the circle: the
+    # exception to "pairwise = averaging"): weights 1 / (1 + e^(1/tau)) and the rest
+    _, aux = _jit_cc(zero[:, :2], mode="pairwise", tau=0.5, weighting="vmf")
+    np.testing.assert_allclose(aux["frame_weights"][0, 1], 1 / (1 + math.exp(2.0)), rtol=1e-5)
+    probe = jnp.arange(16.0)
+    for mode in ("flat", "pairwise"):
+        for weighting in ("softmax", "angle", "vmf"):
+
+            def loss(v, mode=mode, weighting=weighting):
+                out = cosine_center(v, tau=0.1, mode=mode, weighting=weighting)[0]
+                return jnp.sum(out * probe)
+
+            grad = jax.jit(jax.grad(loss))
+            normal = float(jnp.abs(grad(jnp.asarray(x))).max())
+            at_zero = np.asarray(grad(jnp.asarray(zero)))
+            assert np.all(np.isfinite(at_zero))
+            # a bare eps floor gave 2e3-3e9x here; the relative floor bounds it near 1/REL_FLOOR
+            assert np.abs(at_zero).max() < 200 * normal, (mode, weighting)
+    everything_zero = jnp.zeros((1, 4, 16))
+    for weighting in ("softmax", "angle", "vmf"):
+        g = jax.grad(lambda v, w=weighting: cosine_center(v, weighting=w)[0].sum())(everything_zero)
+        assert np.all(np.isfinite(g))

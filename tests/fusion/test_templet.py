@@ -144,3 +144,47 @@ def test_rescaled_fusion_stays_at_the_input_scale_over_levels():
     big, _ = jax.jit(functools.partial(templet, rescale=True))((x * 1e6).astype(jnp.bfloat16))
     assert np.all(np.isfinite(big))
     np.testing.assert_allclose(big, scaled * 1e6, rtol=0.1, atol=1e6 * 0.05)
+
+
+def test_rescale_gradients_are_finite_at_zero_positions_and_zero_clips():
+    # the reproducer: an all-zero clip gave NaN gradients with rescale=True
+    grad = jax.grad(lambda x: templet(x, rescale=True)[0].sum())(jnp.zeros((1, 2, 1, 1, 4)))
+    assert np.all(np.isfinite(grad))
+    # post-ReLU maps: some positions zero in both frames of a pair; gradients for the inputs,
+    # gamma / delta and the refinement kernels
+    x = np.maximum(np.random.default_rng(5).normal(size=(2, 4, 3, 2, 8)), 0.0).astype(np.float32)
+    x[:, :, 0, 0] = 0.0
+    maps = jnp.asarray(x)
+    module = TempletFusion(rescale=True, reduction=2)
+    key = jax.random.key(0, impl="unsafe_rbg")
+    variables = jax.jit(lambda k: module.init(k, maps, False))(key)
+    variables = jax.tree.map(lambda p: p + 0.05, variables)  # expand kernel off zero
+
+    def loss(v, m):
+        return jnp.sum(module.apply(v, m, False)[0] ** 2)
+
+    for inputs in (maps, jnp.zeros_like(maps)):
+        gv, gm = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, inputs)
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(gv)), "parameter gradients"
+        assert np.all(np.isfinite(gm))
+    # the floor leaves the value alone: rms of a non-zero vector is exact
+    from reid_jax.fusion.templet import _rms
+
+    v = np.array([3.0, -4.0, 0.0, 0.0], np.float32)
+    np.testing.assert_allclose(_rms(jnp.asarray(v)), [np.sqrt(25 / 4)], rtol=1e-6)
+    assert float(_rms(jnp.zeros(4))[0]) == 0.0
+
+
+def test_normalised_square_is_bounded_by_sqrt_c_times_z():
+    # |z_c^2 / rms(z)| <= sqrt(C) |z_c| (module docstring); equality for a one-hot z
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(2, 5, 10, 16))
+    fused, _ = templet_pair(jnp.asarray(a), jnp.asarray(b), 0.0, 0.0)  # the square term only
+    alpha, beta = templet_coefficients(jnp.asarray(a), jnp.asarray(b))
+    z = np.asarray(alpha)[..., None] * a + np.asarray(beta)[..., None] * b
+    assert np.all(np.abs(np.asarray(fused)) <= 4.0 * np.abs(z) * (1 + 1e-5) + 1e-6)
+    onehot = np.zeros((1, 1, 16))
+    onehot[0, 0, 3] = 2.0
+    sq, _ = templet_pair(jnp.asarray(onehot), jnp.asarray(onehot), 0.0, 0.0)
+    # a = b = 2 e_3: z = 4 e_3, rms(z) = 1, z^2 / rms = 16 = sqrt(16) x 4
+    np.testing.assert_allclose(np.asarray(sq)[0, 0, 3], 16.0, rtol=1e-5)
