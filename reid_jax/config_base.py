@@ -25,6 +25,7 @@ FUSION_OPTION_TYPES = {
     "reduction": int,  # templet, two_branch
     "refine": bool,  # templet, two_branch
     "rescale": bool,  # templet, two_branch
+    "score_relu": bool,  # temporal_attention
     "tau": float,  # cosine_center, two_branch
     "temporal_kernel": int,  # temporal_attention
     "weighting": str,  # cosine_center, two_branch
