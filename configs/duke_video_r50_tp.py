@@ -4,7 +4,8 @@ See docs/datasets.md for the layout of `raw_dir`.
 
     python -m reid_jax.main --config configs/duke_video_r50_tp.py \\
         --workdir runs/duke_video_r50_tp \\
-        --config.data.raw_dir=/path/to/duke_video
+        --config.data.raw_dir=/path/to/duke_video \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 """
 
 from reid_jax.config_base import base_config

@@ -5,7 +5,8 @@ See docs/datasets.md for the layout of `raw_dir`. One trial per run: train each
 
     python -m reid_jax.main --config configs/ilidsvid_r50_tp.py \\
         --workdir runs/ilidsvid_r50_tp/split_0 \\
-        --config.data.raw_dir=/path/to/ilidsvid --config.data.split=0
+        --config.data.raw_dir=/path/to/ilidsvid --config.data.split=0 \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 """
 
 from reid_jax.config_base import base_config

@@ -4,7 +4,8 @@ The research note's method: cosine-to-centre softmax weights, pairwise levels
 (T -> T/2 -> ... -> 1), tau = 1 (the note's table came from this setting).
 
     python -m reid_jax.main --config configs/mars_r50_cosine_center.py \\
-        --workdir runs/mars_r50_cosine_center --config.data.raw_dir=/path/to/MARS
+        --workdir runs/mars_r50_cosine_center --config.data.raw_dir=/path/to/MARS \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 
 Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (which this file loads,
 so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.

@@ -3,7 +3,8 @@
 Temporal max pooling (channel-wise max over T of the GAP frame features).
 
     python -m reid_jax.main --config configs/mars_r50_max.py \\
-        --workdir runs/mars_r50_max --config.data.raw_dir=/path/to/MARS
+        --workdir runs/mars_r50_max --config.data.raw_dir=/path/to/MARS \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 
 Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (which this file loads,
 so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.

@@ -4,7 +4,8 @@ The note's next experiment: pairwise templet attention between frame maps with b
 1/cos (alpha_max), normalised square and a residual refinement block.
 
     python -m reid_jax.main --config configs/mars_r50_templet.py \\
-        --workdir runs/mars_r50_templet --config.data.raw_dir=/path/to/MARS
+        --workdir runs/mars_r50_templet --config.data.raw_dir=/path/to/MARS \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 
 Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (which this file loads,
 so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.

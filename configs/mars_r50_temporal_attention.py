@@ -4,7 +4,8 @@ Temporal attention (TA, Gao & Nevatia 2018): full-map spatial conv, 1-D temporal
 conv, softmax over T (un-clipped scores).
 
     python -m reid_jax.main --config configs/mars_r50_temporal_attention.py \\
-        --workdir runs/mars_r50_temporal_attention --config.data.raw_dir=/path/to/MARS
+        --workdir runs/mars_r50_temporal_attention --config.data.raw_dir=/path/to/MARS \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 
 Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (which this file loads,
 so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.

@@ -4,7 +4,8 @@ A learned 1-D temporal convolution in place of averaging (the note's item 2); ke
 0 = T, initialised as temporal average pooling.
 
     python -m reid_jax.main --config configs/mars_r50_temporal_conv.py \\
-        --workdir runs/mars_r50_temporal_conv --config.data.raw_dir=/path/to/MARS
+        --workdir runs/mars_r50_temporal_conv --config.data.raw_dir=/path/to/MARS \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 
 Only ``model.fusion`` and ``model.fusion_kwargs`` differ from mars_r50_tp.py (which this file loads,
 so the two cannot drift); ``get_config("tiny")`` is the smoke variant as there.

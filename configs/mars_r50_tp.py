@@ -6,7 +6,8 @@ smoothed cross-entropy + batch-hard triplet (margin 0.3), 520 epochs, evaluation
 both MARS protocols) every 40 epochs from epoch 360 - the table of the research note.
 
     python -m reid_jax.main --config configs/mars_r50_tp.py --workdir runs/mars_r50_tp \\
-        --config.data.raw_dir=/path/to/MARS
+        --config.data.raw_dir=/path/to/MARS \\
+        --config.model.pretrained=weights/resnet50-0676ba61.pth
 
 ``get_config("tiny")`` is a seconds-long smoke variant (ResNet-18 width 8, 64x32, 2 steps).
 """
@@ -29,6 +30,8 @@ def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
     c.eval_start_epochs = 360
     c.optim.lr = 3e-4
     c.optim.decay_epochs = [200, 400]
+    # Rank by cosine on the BN feature, as BoT, AP3D, PSTA and TF-CLIP do (docs/recipes.md).
+    c.evals.retrieval.distance = "cosine"
     if arg == "tiny":
         c.model.arch, c.model.width, c.model.dtype = "resnet18", 8, "float32"
         c.data.height, c.data.width = 64, 32

@@ -87,7 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.model.dtype = "float32"
     # ImageNet weights for the backbone: a .safetensors/.pth state dict (torchvision or timm
-    # ResNet names) or an orbax dir from reid_jax.tools.import_weights; "" = random init.
+    # ResNet names) or an orbax dir from reid_jax.tools.import_weights. "" = unset: random init
+    # on SynthMARS, an error on real datasets (pretrained_weights); "scratch" = random init.
     c.model.pretrained = ""
     # ViT backbones (arch vit_b16 / vit_s16 / clip_vit_b16, docs/vit.md); unset = the arch's own.
     c.model.vit = ml_collections.ConfigDict(
@@ -171,6 +172,44 @@ def base_config() -> ml_collections.ConfigDict:
     # also splits the batch and shards parameters / optimiser state (1 = off).
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     return c
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; entry points print its message as one line and exit 2."""
+
+
+# Datasets rendered by reid_jax itself: random init is their norm (nothing to compare with).
+SYNTHETIC_DATASETS = ("synth_mars",)
+SCRATCH = "scratch"  # config.model.pretrained value that asks for random init explicitly
+WEIGHTS_HELP = "README.md, section 'ImageNet-pretrained backbones'"
+
+
+def pretrained_weights(config: ml_collections.ConfigDict) -> str:
+    """The backbone weights file to load ("" = random init), checked before anything runs.
+
+    Every published result on a real dataset starts from ImageNet weights, so a real dataset with
+    ``model.pretrained`` unset is an error that names the flag and where to get the file; random
+    init there is the explicit ``--config.model.pretrained=scratch``. SynthMARS runs start from
+    random weights unless given a file.
+    """
+    value = config.model.pretrained
+    if value == SCRATCH:
+        return ""
+    if value:
+        if not Path(value).exists():
+            raise ConfigError(
+                f"config.model.pretrained={value!r}: no such file or directory (a .safetensors / "
+                f".pth state dict or an orbax dir from reid_jax.tools.import_weights)"
+            )
+        return value
+    if config.data.name in SYNTHETIC_DATASETS:
+        return ""
+    raise ConfigError(
+        f"config.data.name={config.data.name!r} trains from ImageNet weights: pass "
+        f"--config.model.pretrained=PATH (ResNet-50: torchvision's resnet50-0676ba61.pth or "
+        f"timm's resnet50.tv_in1k model.safetensors; every backbone and where to get it: "
+        f"{WEIGHTS_HELP}), or --config.model.pretrained={SCRATCH} to train from random weights"
+    )
 
 
 def load_config_file(spec: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:

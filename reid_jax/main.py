@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from reid_jax import distributed, logs
+from reid_jax import config_base, distributed, logs
 from reid_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -49,7 +49,6 @@ _PREEMPTED_EXIT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -66,6 +65,9 @@ def main(argv: list[str]) -> None:
     logging.info("config:\n%s", _CONFIG.value)
     try:
         out = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except config_base.ConfigError as e:  # a bad value: one line, nothing started
+        logging.error("%s", e)
+        sys.exit(2)
     except Exception as e:
         if jax.process_count() > 1:
             logging.exception("training failed")

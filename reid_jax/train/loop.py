@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from reid_jax import distributed, parallel
+from reid_jax import config_base, distributed, parallel
 from reid_jax.data import builders, pipeline, prepare, sampling
 from reid_jax.evaluation import metrics as metrics_lib
 from reid_jax.evaluation.evaluators import make_evaluators
@@ -76,6 +76,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     On a preemption notice (SIGTERM) it saves at the next step boundary and returns with
     ``preempted=True`` (and a ``PREEMPTED`` marker file); rerunning continues exactly.
     """
+    pretrained = config_base.pretrained_weights(config)  # before any slow work
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lead = jax.process_index() == 0
@@ -100,7 +101,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         tx,
         clip_shape,
         functools.partial(parallel.state_shardings, mesh=mesh),
-        pretrained=config.model.pretrained,
+        pretrained=pretrained,
     )
     logging.info(
         "%s: %d train tracklets of %d ids, %d steps/epoch, %d steps, %.2fM parameters, mesh %s",
