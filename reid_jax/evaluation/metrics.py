@@ -36,8 +36,9 @@ Protocols (``PROTOCOLS``):
     whether or not the gallery contains the pid -1 rows.
 
 ``legacy``
-    The common PyTorch code bases (deep-person-reid ``eval_func``, used by
-    jiyanggao/Video-Person-ReID and AP3D). The caller's gallery is the test tracklets minus the
+    The common PyTorch code bases' scoring (deep-person-reid ``eval_func``, jiyanggao/
+    Video-Person-ReID) with the gallery their MARS readers build; the video papers' own test()
+    then append the queries to it (``appended``, below). The caller's gallery is the test tracklets minus the
     queries minus pid -1 (``query_gallery_indices``). For each query, gallery items with the same
     pid AND camera are removed; items with the same pid are matches; everything else (including
     any pid -1 rows the caller left in) is a negative. Queries with no remaining match are
