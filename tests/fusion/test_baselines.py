@@ -24,14 +24,15 @@ def test_max_pool_weights_are_channel_shares():
     np.testing.assert_allclose(aux["weights"][0], [2 / 4, 1 / 4, 1 / 4])
 
 
-def test_temporal_attention_matches_numpy_and_keeps_negative_scores():
+def test_temporal_attention_without_score_relu_matches_numpy_and_keeps_negative_scores():
+    # score_relu=False (our earlier variant); the default, the anchor's head, is in test_attention
     rng = np.random.default_rng(0)
     b, t, h, w, c, d, k = 2, 5, 2, 3, 4, 3, 3
     maps = rng.normal(size=(b, t, h, w, c))
     sk, sb = rng.normal(size=(h, w, c, d)), rng.normal(size=d)
     tk, tb = rng.normal(size=(k, d, 1)), -3.0  # a large negative bias: most scores are < 0
     args = [jnp.asarray(a, jnp.float32) for a in (maps, sk, sb, tk, tb)]
-    fused, aux = jax.jit(temporal_attention)(*args)
+    fused, aux = jax.jit(lambda *a: temporal_attention(*a, score_relu=False))(*args)
     hidden = np.maximum(np.einsum("bthwc,hwcd->btd", maps, sk) + sb, 0.0)
     padded = np.pad(hidden, ((0, 0), (1, 1), (0, 0)))
     scores = np.stack(
