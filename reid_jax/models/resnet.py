@@ -11,6 +11,13 @@ plain rename. The rule, for a torchvision key ``<module path>.<tensor>``:
 * BN ``weight`` -> ``params/.../scale``, ``bias`` -> ``params/.../bias``, ``running_mean`` ->
   ``batch_stats/.../mean``, ``running_var`` -> ``batch_stats/.../var``; ``num_batches_tracked``
   is dropped. The ``fc`` layer has no counterpart.
+
+Temporal layers (docs/models.md): ``temporal`` ("c3d" | "i3d" | "ap3d") in ``temporal_blocks``
+changes each named block's first 3x3 conv (conv2 of a bottleneck, conv1 of a basic block):
+"c3d"/"ap3d" add a ``<conv>_temporal`` residual after it, "i3d" inflates it to a 3x3x3 kernel
+[3,kh,kw,I,O]; ``nonlocal_blocks`` adds ``layer{i}_{j}_nonlocal`` after a block. None of these
+has a torchvision counterpart except the inflated kernel (loaded at its centre frame). With them,
+the backbone needs ``seq_len`` (T) to see clips in its [B*T,H,W,3] input.
 """
 
 import functools
@@ -20,6 +27,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from reid_jax.models.ap3d import TEMPORAL_KINDS, InflatedConv, TemporalResidual
+from reid_jax.models.inflated import Placement
+from reid_jax.models.nonlocal_block import NonLocalBlock
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), an untruncated normal.
 CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -63,12 +74,13 @@ class BasicBlock(nn.Module):
     stride: int = 1
     dtype: Any = jnp.float32
     zero_init_residual: bool = False
+    temporal: tuple[tuple[str, Any], ...] = ()  # TemporalResidual/InflatedConv options, or ()
     expansion = 1
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        """Apply the block to an NHWC map."""
-        out = _conv(self.features, 3, self.stride, self.dtype, "conv1")(x)
+    def __call__(self, x: jax.Array, train: bool, seq_len: int = 1) -> jax.Array:
+        """Apply the block to an NHWC map (frames of clips of ``seq_len``)."""
+        out = _first_3x3(self, x, seq_len, "conv1")
         out = nn.relu(_bn(train, self.dtype, "bn1")(out))
         out = _conv(self.features, 3, 1, self.dtype, "conv2")(out)
         out = _bn(train, self.dtype, "bn2", self.zero_init_residual)(out)
@@ -82,18 +94,36 @@ class Bottleneck(nn.Module):
     stride: int = 1
     dtype: Any = jnp.float32
     zero_init_residual: bool = False
+    temporal: tuple[tuple[str, Any], ...] = ()  # TemporalResidual/InflatedConv options, or ()
     expansion = 4
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        """Apply the block to an NHWC map."""
+    def __call__(self, x: jax.Array, train: bool, seq_len: int = 1) -> jax.Array:
+        """Apply the block to an NHWC map (frames of clips of ``seq_len``)."""
         out = _conv(self.features, 1, 1, self.dtype, "conv1")(x)
         out = nn.relu(_bn(train, self.dtype, "bn1")(out))
-        out = _conv(self.features, 3, self.stride, self.dtype, "conv2")(out)
+        out = _first_3x3(self, out, seq_len, "conv2")
         out = nn.relu(_bn(train, self.dtype, "bn2")(out))
         out = _conv(self.features * 4, 1, 1, self.dtype, "conv3")(out)
         out = _bn(train, self.dtype, "bn3", self.zero_init_residual)(out)
         return nn.relu(out + _shortcut(self, x, train))
+
+
+def _first_3x3(block: BasicBlock | Bottleneck, x: jax.Array, seq_len: int, name: str) -> jax.Array:
+    """The block's (strided) 3x3 conv: 2-D, or with the block's temporal layer (models.ap3d)."""
+    options = dict(block.temporal)
+    kind = options.pop("kind", "none")
+    if kind == "i3d":
+        conv = InflatedConv(
+            block.features, 3, block.stride, options["time_dim"], block.dtype, name=name
+        )
+        return conv(x, seq_len)
+    out = _conv(block.features, 3, block.stride, block.dtype, name)(x)
+    if kind in ("c3d", "ap3d"):
+        out = TemporalResidual(kind, **options, dtype=block.dtype, name=f"{name}_temporal")(
+            out, seq_len
+        )
+    return out
 
 
 def _shortcut(block: BasicBlock | Bottleneck, x: jax.Array, train: bool) -> jax.Array:
@@ -114,7 +144,9 @@ class ResNet(nn.Module):
 
     ``last_stride`` is the stride of stage 4 (1 for re-ID, giving 1/16 resolution; 2 as ImageNet).
     ``width`` is the stem/stage-1 channel count (64 in the paper). Params stay float32; ``dtype`` is
-    the computation dtype (e.g. jnp.bfloat16).
+    the computation dtype (e.g. jnp.bfloat16). ``temporal`` / ``temporal_blocks`` /
+    ``nonlocal_blocks`` (placements from reid_jax.models.inflated, (stage 1-4, block) pairs) and
+    time_dim / temperature / contrastive_att (AP3D's) make it an inflated video ResNet.
     """
 
     stage_sizes: tuple[int, ...]
@@ -123,10 +155,19 @@ class ResNet(nn.Module):
     last_stride: int = 1
     dtype: Any = jnp.float32
     zero_init_residual: bool = False
+    temporal: str = "none"
+    temporal_blocks: Placement = ()
+    nonlocal_blocks: Placement = ()
+    time_dim: int = 3
+    temperature: float = 4.0
+    contrastive_att: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        """Return the last stage's feature map in ``dtype``."""
+    def __call__(self, x: jax.Array, train: bool, seq_len: int | None = None) -> jax.Array:
+        """Return the last stage's feature map in ``dtype``; x holds clips of ``seq_len`` frames
+        ([B*T,H,W,3], clip-major; None: every frame its own clip)."""
+        seq_len = seq_len or 1
+        self._check_placement()
         if self.block not in BLOCKS:
             raise ValueError(f"ResNet block={self.block!r}; expected one of {sorted(BLOCKS)}")
         if self.last_stride not in (1, 2):
@@ -144,9 +185,35 @@ class ResNet(nn.Module):
                     stride=stage_stride if j == 0 else 1,
                     dtype=self.dtype,
                     zero_init_residual=self.zero_init_residual,
+                    temporal=self._block_temporal(i + 1, j),
                     name=f"layer{i + 1}_{j}",
-                )(x, train)
+                )(x, train, seq_len)
+                if (i + 1, j) in self.nonlocal_blocks:
+                    x = NonLocalBlock(dtype=self.dtype, name=f"layer{i + 1}_{j}_nonlocal")(
+                        x, seq_len, train
+                    )
         return x
+
+    def _block_temporal(self, stage: int, block: int) -> tuple[tuple[str, Any], ...]:
+        """The temporal options of block (stage, block): () unless it is in temporal_blocks."""
+        if self.temporal == "none" or (stage, block) not in self.temporal_blocks:
+            return ()
+        options = {"kind": self.temporal, "time_dim": self.time_dim}
+        if self.temporal == "ap3d":
+            options.update(temperature=self.temperature, contrastive_att=self.contrastive_att)
+        return tuple(options.items())
+
+    def _check_placement(self) -> None:
+        """ValueError for an unknown temporal kind or a block the trunk does not have."""
+        if self.temporal not in TEMPORAL_KINDS:
+            raise ValueError(f"ResNet temporal={self.temporal!r}; expected one of {TEMPORAL_KINDS}")
+        for field in ("temporal_blocks", "nonlocal_blocks"):
+            for stage, block in getattr(self, field):
+                if not 1 <= stage <= len(self.stage_sizes) or block >= self.stage_sizes[stage - 1]:
+                    raise ValueError(
+                        f"ResNet {field} has block {stage}.{block}; stages have "
+                        f"{list(self.stage_sizes)} blocks"
+                    )
 
 
 RESNETS: dict[str, Callable[..., ResNet]] = {
