@@ -86,6 +86,21 @@ def base_config() -> ml_collections.ConfigDict:
         {k: config_dict.placeholder(t) for k, t in FUSION_OPTION_TYPES.items()}
     )
     c.model.dtype = "float32"
+    # Temporal layers inside a ResNet (docs/models.md): kind "none" (C2D: frames independent),
+    # "c3d" (3x1x1 residual temporal conv, AP3D's P3D-C), "i3d" (3x3x3 inflated conv) or "ap3d"
+    # (appearance-preserving 3D conv, AP3D's APP3DC) in the blocks named by "stage.block" lists
+    # (AP3D's ResNet-50: "2.0,2.2,3.0,3.2,3.4"); non-local blocks after nonlocal_blocks (AP3D-NL:
+    # "2.1,2.3,3.1,3.3,3.5"). time_dim / temperature / contrastive_att as in AP3D's models/AP3D.py.
+    c.model.temporal = ml_collections.ConfigDict(
+        dict(
+            kind="none",
+            blocks="",
+            nonlocal_blocks="",
+            time_dim=3,
+            temperature=4.0,
+            contrastive_att=True,
+        )
+    )
     # ImageNet weights for the backbone: a .safetensors/.pth state dict (torchvision or timm
     # ResNet names) or an orbax dir from reid_jax.tools.import_weights. "" = unset: random init
     # on SynthMARS, an error on real datasets (pretrained_weights); "scratch" = random init.

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from reid_jax.fusion import FUSIONS, make_fusion
-from reid_jax.models import pretrained, vit_import
+from reid_jax.models import inflated, pretrained, vit_import
 from reid_jax.models.resnet import BN_EPSILON, BN_MOMENTUM, RESNETS, make_resnet
 from reid_jax.models.vit import VITS, grid_size, make_vit
 
@@ -47,6 +47,7 @@ class ReIDModel(nn.Module):
     # each map is max-pooled to 1x1 first (AP3D's ``F.max_pool2d(x, x.size()[2:])``), so vector
     # fusions see max-pooled frames and map-level fusions (templet) a 1x1 map.
     spatial_pool: str = "avg"
+    # ResNets: their temporal layers (models.inflated.resnet_fields) as (key, value) pairs.
     # ViT backbones: ViT fields (width, depth, heads, stride, act, proj_dim), what the fusion sees
     # (VIT_TOKENS) and the weight-import options (src_grid, interpolation) as (key, value) pairs.
     backbone_kwargs: tuple[tuple[str, Any], ...] = ()
@@ -101,8 +102,7 @@ class ReIDModel(nn.Module):
 
 
 def _resnet_maps(model: ReIDModel, frames: jax.Array, train: bool, seq_len: int) -> jax.Array:
-    """The ResNet's last feature map [B*T, h, w, C]."""
-    del seq_len
+    """The ResNet's last feature map [B*T, h, w, C] (backbone_kwargs: its temporal layers)."""
     return make_resnet(
         model.arch,
         width=model.width,
@@ -110,7 +110,8 @@ def _resnet_maps(model: ReIDModel, frames: jax.Array, train: bool, seq_len: int)
         dtype=model.dtype,
         zero_init_residual=model.zero_init_residual,
         name="backbone",
-    )(frames, train)
+        **dict(model.backbone_kwargs),
+    )(frames, train, seq_len)
 
 
 def _vit_maps(model: ReIDModel, frames: jax.Array, train: bool, seq_len: int) -> jax.Array:
@@ -170,8 +171,17 @@ def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReI
         dtype=DTYPES[config_model.dtype],
         zero_init_residual=bool(config_model.get("zero_init_residual", False)),
         spatial_pool=config_model.spatial_pool,
-        **_vit_fields(config_model),
+        **(_vit_fields(config_model) or _temporal_fields(config_model)),
     )
+
+
+def _temporal_fields(config_model: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A ResNet's temporal layers from ``config.model.temporal`` (reid_jax.models.inflated)."""
+    if config_model.arch not in RESNETS or config_model.get("temporal", None) is None:
+        return {}
+    stage_sizes = RESNETS[config_model.arch].keywords["stage_sizes"]
+    fields = inflated.resnet_fields(config_model.temporal, stage_sizes)
+    return {"backbone_kwargs": tuple(sorted(fields.items()))} if fields else {}
 
 
 def _vit_fields(config_model: ml_collections.ConfigDict) -> dict[str, Any]:
