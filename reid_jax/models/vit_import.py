@@ -264,7 +264,7 @@ def _mismatch_message(source: str, layout: str, problems: list[str], names: Any)
         hint = "\nThe file is an OpenAI CLIP / open_clip visual tower: use arch clip_vit_b16"
         hint += " (act gelu for open_clip's LAION weights)."
     elif "norm_pre.weight" in names:
-        hint = "\nThe file is a timm CLIP-style ViT (norm_pre, no patch bias): not a plain vit_b16."
+        hint = "\nThe file is a timm CLIP ViT (norm_pre, no patch bias): use arch clip_vit_b16."
     else:
         hint = "\nThe file is a timm ViT: use arch vit_b16 / vit_s16 with its width and depth."
     return (
