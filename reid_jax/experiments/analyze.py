@@ -239,7 +239,7 @@ def analyze_run(workdir: str | Path, config_path: str | None = None, step: int |
     dest = workdir / "analysis"
     dest.mkdir(exist_ok=True)
     (dest / "analysis.json").write_text(json.dumps(out, indent=1, sort_keys=True))
-    from reid_jax.experiments import report  # noqa: PLC0415 (matplotlib only when writing)
+    from reid_jax.experiments import analysis_report as report  # noqa: PLC0415 (matplotlib)
 
     (dest / "analysis.md").write_text(report.analysis_markdown(out))
     report.analysis_plots(out, dest)
