@@ -199,6 +199,62 @@ SCRATCH = "scratch"  # config.model.pretrained value that asks for random init e
 WEIGHTS_HELP = "README.md, section 'ImageNet-pretrained backbones'"
 
 
+# Numeric keys and the range that can run: (key, lowest allowed, what it means). Checked by
+# ``check_ranges`` before anything runs, so a bad value is named instead of failing deep inside.
+RANGES = (
+    ("data.seq_len", 1, "frames per clip"),
+    ("data.p", 1, "identities per batch"),
+    ("data.k", 1, "tracklets per identity"),
+    ("data.height", 1, "input height"),
+    ("data.width", 1, "input width"),
+    ("data.test_batch_size", 1, "clips per evaluation batch"),
+    ("data.sample_stride", 1, "frame stride"),
+    ("data.pad", 0, "crop padding"),
+    ("data.num_workers", 0, "grain worker processes"),
+    ("data.num_threads", 0, "reader threads"),
+    ("data.max_bad_frames", 0, "undecodable frames tolerated"),
+    ("log_every_steps", 1, "steps between log lines"),
+    ("checkpoint.every_steps", 1, "steps between checkpoints"),
+    ("checkpoint.keep_last", 1, "checkpoints kept"),
+    ("eval_every_epochs", 0, "epochs between evaluations (0 = only at the end)"),
+    ("eval_start_epochs", 0, "first epoch of periodic evaluation"),
+    ("optim.weight_decay", 0, "weight decay"),
+    ("optim.warmup_epochs", 0, "warmup epochs"),
+    ("optim.grad_clip_norm", 0, "gradient clipping norm (0 = off)"),
+)
+PROBABILITIES = ("data.flip_p", "data.erase_p")
+
+
+def check_ranges(config: ml_collections.ConfigDict) -> None:
+    """ConfigError naming the first numeric key outside the range that can run (``RANGES``), a
+    probability outside [0, 1], a non-positive learning rate, or a duration with no step."""
+
+    def get(key: str):
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    for key, low, meaning in RANGES:
+        value = get(key)
+        if value < low:
+            raise ConfigError(f"config.{key}={value!r} ({meaning}): expected >= {low}")
+    for key in PROBABILITIES:
+        if not 0.0 <= get(key) <= 1.0:
+            raise ConfigError(f"config.{key}={get(key)!r}: expected a probability in [0, 1]")
+    if not config.optim.lr > 0:
+        raise ConfigError(f"config.optim.lr={config.optim.lr!r}: expected > 0")
+    if config.num_steps == 0 or config.num_steps < -1:
+        raise ConfigError(
+            f"config.num_steps={config.num_steps!r}: expected > 0 (or -1 to train num_epochs)"
+        )
+    if config.num_steps == -1 and not config.num_epochs > 0:
+        raise ConfigError(
+            f"config.num_epochs={config.num_epochs!r} gives no training step (config.num_steps="
+            f"-1): expected > 0"
+        )
+
+
 def pretrained_weights(config: ml_collections.ConfigDict) -> str:
     """The backbone weights file to load ("" = random init), checked before anything runs.
 

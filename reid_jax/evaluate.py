@@ -9,8 +9,6 @@ step_<N>.json, TensorBoard scalars, PNGs, ranked lists. ``--trials`` evaluates e
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -70,7 +68,6 @@ def options() -> job_lib.Options:
     )  # fmt: skip
 
 
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -82,9 +79,10 @@ def main(argv: list[str]) -> None:
             trials_lib.evaluate_trials(_CONFIG.value, _WORKDIR.value, opts, ids)
         else:
             job_lib.evaluate_run(_CONFIG.value, _WORKDIR.value, opts)
-    except (ValueError, FileNotFoundError, TimeoutError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (ValueError, FileNotFoundError, TimeoutError) as e:  # bad input: one line, exit 2
+        logs.fail(str(e), 2)
+    except RuntimeError as e:  # e.g. more undecodable frames than config.data.max_bad_frames
+        logs.fail(str(e), 1)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging as pylogging
+import os
+import sys
 
 from absl import logging
 
@@ -23,3 +25,15 @@ def quiet_libraries() -> None:
     handler = logging.get_absl_handler()
     if not any(isinstance(f, QuietLibraries) for f in handler.filters):
         handler.addFilter(QuietLibraries())
+
+
+def fail(message: str, code: int) -> None:
+    """Print ``error: message`` as one line and leave at once with ``code``.
+
+    ``os._exit`` skips the interpreter's teardown, where orbax's / grain's background threads
+    would otherwise print their own tracebacks ("Event loop is closed", ...) after the message.
+    Everything the run saved is already closed by then (the training loop and the evaluation job
+    close their checkpoint managers and writers on the way out)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)

@@ -15,6 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from reid_jax import config_base, distributed, logs
+from reid_jax.train import checkpoints, loop
 from reid_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -47,6 +48,9 @@ _PREEMPTED_EXIT = flags.DEFINE_integer(
     "Exit code after saving on a preemption notice (non-zero lets e.g. a Kubernetes Job restart).",
 )
 flags.mark_flags_as_required(["config", "workdir"])
+# Failures with a message that says it all (no traceback): training diverged, a checkpoint that
+# cannot be restored, too many undecodable frames, a file or disk problem.
+EXPECTED = (loop.NonFiniteError, checkpoints.CheckpointError, RuntimeError, OSError)
 
 
 def main(argv: list[str]) -> None:
@@ -66,8 +70,11 @@ def main(argv: list[str]) -> None:
     try:
         out = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except config_base.ConfigError as e:  # a bad value: one line, nothing started
-        logging.error("%s", e)
-        sys.exit(2)
+        logs.fail(str(e), 2)
+    except EXPECTED as e:  # divergence, damaged checkpoints, bad frames, disk full: one line
+        if jax.process_count() > 1:
+            distributed.abort(f"training failed ({type(e).__name__}: {e})")
+        logs.fail(str(e), 1)
     except Exception as e:
         if jax.process_count() > 1:
             logging.exception("training failed")

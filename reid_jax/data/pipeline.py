@@ -22,14 +22,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grain
 import numpy as np
+from absl import logging
 
 from reid_jax.data import sampling, transforms
-from reid_jax.data.builders import TrackletIndex
+from reid_jax.data.builders import TrackletIndex, record_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,12 @@ class ProcessSlice:
         return step * global_batch + self.index * local + offset
 
 
-def _load_frames(source: Any, record_ids: np.ndarray, start: int, length: int) -> tuple:
-    """Decodes the given records; an undecodable frame is replaced by the nearest good one."""
+def _load_frames(
+    source: Any, record_ids: np.ndarray, start: int, length: int, height: int, width: int
+) -> tuple:
+    """Decodes the given records at ``height`` x ``width``; an undecodable frame is replaced by the
+    nearest good one. A frame of another size is resized on its own (bilinear, as the transforms
+    do), so one odd frame never changes the size of the others."""
     frames: dict[int, np.ndarray] = {}
     bad: list[int] = []
 
@@ -62,7 +67,8 @@ def _load_frames(source: Any, record_ids: np.ndarray, start: int, length: int) -
         if rid not in frames:
             record = source[int(rid)]
             try:
-                frames[rid] = transforms.decode_jpeg(record["jpeg"], name=f"record {rid}")
+                img = transforms.decode_jpeg(record["jpeg"], name=f"record {rid}")
+                frames[rid] = transforms.resize(img[None], height, width)[0]
             except transforms.DecodeError:
                 frames[rid] = None
         return frames[rid]
@@ -82,11 +88,7 @@ def _load_frames(source: Any, record_ids: np.ndarray, start: int, length: int) -
                     break
         out.append(img)
     if any(img is None for img in out):  # nothing in the tracklet decodes
-        out = [np.zeros((8, 8, 3), np.uint8)] * len(out)
-    shapes = {img.shape for img in out}
-    if len(shapes) > 1:  # frames of one tracklet may differ in size: bring them to the first
-        h, w = out[0].shape[:2]
-        out = [transforms.resize(img[None], h, w)[0] for img in out]
+        out = [np.zeros((height, width, 3), np.uint8)] * len(out)
     return np.stack(out), bad
 
 
@@ -104,7 +106,8 @@ class TrainClips:
     frame_sampler: Callable[..., np.ndarray]
     transform: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     process: ProcessSlice
-
+    height: int  # every frame is decoded at this size (config.data.height / width)
+    width: int
     epoch: str = "identities"  # config.data.epoch: what one epoch visits (sampling.EPOCHS)
 
     @functools.cached_property
@@ -129,7 +132,7 @@ class TrainClips:
         rng = np.random.default_rng([self.seed, g])
         start, length = int(self.index.start[t]), int(self.index.length[t])
         frame_ids = start + self.frame_sampler(length, self.seq_len, rng)
-        clip, bad = _load_frames(self.source, frame_ids, start, length)
+        clip, bad = _load_frames(self.source, frame_ids, start, length, self.height, self.width)
         return {
             "clip": self.transform(clip, rng),
             "label": np.int32(self.index.label[t]),
@@ -159,11 +162,15 @@ class EvalClips:
         t, offsets = int(self.chunks[item, 0]), self.chunks[item, 1:]
         if t < 0:
             clip = np.zeros((len(offsets), self.height, self.width, 3), np.uint8)
-            return {"clip": clip, "tracklet": np.int32(-1), "mask": np.float32(0.0)}
+            return {"clip": clip, "tracklet": np.int32(-1), "mask": np.float32(0.0),
+                    "bad_frames": _pad_bad([], len(offsets))}  # fmt: skip
         start, length = int(self.index.start[t]), int(self.index.length[t])
-        clip, _ = _load_frames(self.source, start + offsets, start, length)
+        clip, bad = _load_frames(
+            self.source, start + offsets, start, length, self.height, self.width
+        )
         clip = self.transform(clip, np.random.default_rng(0))
-        return {"clip": clip, "tracklet": np.int32(t), "mask": np.float32(1.0)}
+        return {"clip": clip, "tracklet": np.int32(t), "mask": np.float32(1.0),
+                "bad_frames": _pad_bad(bad, len(offsets))}  # fmt: skip
 
 
 TEST_SAMPLING = ("all", "evenly", "restricted_random")
@@ -264,6 +271,8 @@ def train_iterator(
             )
         ),
         process=process,
+        height=data_cfg.height,
+        width=data_cfg.width,
         epoch=data_cfg.epoch,
     )
     local = process.local_batch(global_batch)
@@ -300,3 +309,32 @@ def bad_frame_ids(batch: dict[str, np.ndarray]) -> Sequence[int]:
     """Record indices of frames that failed to decode in this batch."""
     ids = np.asarray(batch["bad_frames"]).ravel()
     return [int(i) for i in ids[ids >= 0]]
+
+
+class BadFrames:
+    """Counts frames that failed to decode (training and evaluation alike): each is warned by
+    name once, and past ``limit`` (config.data.max_bad_frames) a RuntimeError lists them all."""
+
+    def __init__(self, source: Any, limit: int, what: str = "training"):
+        self.source, self.limit, self.what, self.seen = source, limit, what, {}
+
+    def update(self, batch: dict[str, np.ndarray]) -> None:
+        for rid in bad_frame_ids(batch):
+            if rid not in self.seen:
+                self.seen[rid] = record_name(self.source[rid])
+                logging.warning(
+                    "%s: a frame does not decode and was replaced by its nearest good neighbour: "
+                    "%s", self.what, self.seen[rid],
+                )  # fmt: skip
+        if len(self.seen) > self.limit:
+            names = "\n  ".join(self.seen.values())
+            raise RuntimeError(
+                f"{len(self.seen)} frames failed to decode in {self.what} (config.data."
+                f"max_bad_frames={self.limit}):\n  {names}"
+            )
+
+    def watch(self, batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        """``batches``, counting each one's undecodable frames as it passes."""
+        for batch in batches:
+            self.update(batch)
+            yield batch

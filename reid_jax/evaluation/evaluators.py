@@ -94,10 +94,12 @@ class RetrievalEvaluator:
             global_batch=self.data_cfg.test_batch_size,
             process=self.process,
         )
+        bad = pipeline.BadFrames(self.source, self.data_cfg.max_bad_frames, "evaluation")
         try:
             return extract_features(
-                self._embed, state, batches, num_batches, len(self.index.pid), self.mesh, weights
-            )
+                self._embed, state, bad.watch(batches), num_batches, len(self.index.pid),
+                self.mesh, weights,
+            )  # fmt: skip
         finally:
             close = getattr(batches, "close", None)
             if close is not None:

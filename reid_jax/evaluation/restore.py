@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from reid_jax import parallel
+from reid_jax import config_base, parallel
 from reid_jax.data import builders, pipeline, prepare, sampling
 from reid_jax.models.reid import make_model
 from reid_jax.train import checkpoints, optim
@@ -62,6 +62,7 @@ def abstract_state(config: Any, model: Any, spe: int, total_steps: int, mesh: An
 
 def load_run(config: Any, workdir: str | Path) -> Run:
     """Prepares the data if needed and rebuilds the run's model and abstract state."""
+    config_base.check_ranges(config)  # a bad value is named before the data is prepared
     d = config.data
     prepare.ensure_prepared(d)
     _, train_index = builders.load_split(d.name, d.data_dir, "train", trial=d.split)

@@ -65,33 +65,130 @@ def save(
     manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be restored here; the message says which and what to do."""
+
+
+# Files every finalised step has (orbax's and grain's own layout, checked by tests).
+_REQUIRED = ("_CHECKPOINT_METADATA", "state/_METADATA", "state/manifest.ocdbt")
+
+
+def _writers(step_dir: Path) -> set[int]:
+    """Process counts named by the step's data-iterator files (``process_<i>-of-<n>.json``)."""
+    counts = set()
+    for f in (step_dir / "data").glob("process_*-of-*.json"):
+        try:
+            counts.add(int(f.stem.rpartition("-of-")[2]))
+        except ValueError:
+            continue
+    return counts
+
+
+def damage(step_dir: Path, with_data: bool) -> list[str]:
+    """What is missing from a step directory (empty when it looks intact)."""
+    missing = [str(step_dir / name) for name in _REQUIRED if not (step_dir / name).exists()]
+    if with_data:
+        own = step_dir / "data" / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if not own.exists() and not (_writers(step_dir) - {jax.process_count()}):
+            missing.append(str(own))
+    return missing
+
+
+def _check_process_count(step_dir: Path) -> None:
+    writers = _writers(step_dir)
+    if writers and jax.process_count() not in writers:
+        (n,) = sorted(writers)[-1:]
+        raise CheckpointError(
+            f"checkpoint {step_dir} was written by {n} processes, this run has "
+            f"{jax.process_count()}: resume with {n} processes (e.g. launch/local.sh -n {n}, or "
+            f"the same launcher settings as the first run); the data-iterator position is per "
+            f"process, so another count cannot continue the same data order"
+        )
+
+
+def _restore_step(manager, abstract_state, data_iter, step: int) -> TrainState:
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+        args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return manager.restore(step, args=ocp.args.Composite(**args))["state"]
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int, why: str) -> None:
+    """Renames a damaged step to ``<step>.damaged`` (kept for inspection, no longer a step), so
+    the run that falls back can save that step again."""
+    if jax.process_index() == 0:
+        src = Path(manager.directory) / str(step)
+        dst = src.with_name(f"{step}.damaged")
+        if dst.exists():
+            dst = src.with_name(f"{step}.damaged.{len(list(src.parent.glob(f'{step}.damaged*')))}")
+        src.rename(dst)
+        logging.warning("checkpoint step %d is damaged (%s): moved to %s", step, why, dst)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
+    manager.reload()
+
+
+def _why(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ''}"
+
+
 def restore(
     manager: ocp.CheckpointManager,
     abstract_state: TrainState,
     data_iter: grain.DatasetIterator | None,
     step: int | None = None,
 ) -> tuple[TrainState, int]:
-    """Restores ``step`` (default: latest) into the abstract state's shardings, and the iterator."""
-    step = manager.latest_step() if step is None else step
-    args = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iter is not None:
-        args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    try:
-        restored = manager.restore(step, args=ocp.args.Composite(**args))
-    except ValueError as e:  # shape/structure mismatch: a checkpoint from another config
-        raise ValueError(
-            f"checkpoint {manager.directory}/{step} does not match this config's model: {e}"
-        ) from e
-    except FileNotFoundError as e:
-        saved = sorted(int(s) for s in manager.all_steps())
-        if step not in saved or data_iter is None:  # the checkpoint itself is missing
-            raise FileNotFoundError(
-                f"no checkpoint at step {step} in {manager.directory} (saved steps: {saved}): {e}"
-            ) from e
-        raise FileNotFoundError(  # the iterator state of this process was never written
-            f"checkpoint {manager.directory}/{step} has no data-iterator state for process "
-            f"{jax.process_index()} of {jax.process_count()}: it was written by a run with a "
-            f"different number of processes; resume with that many ({e})"
-        ) from e
-    logging.info("restored step %d from %s", step, manager.directory)
-    return restored["state"], int(step)
+    """Restores ``step`` into the abstract state's shardings, and the iterator.
+
+    With ``step=None`` (resuming) it takes the newest step that restores: a damaged newer step
+    (a file missing or unreadable while an older step reads) is reported by path, renamed
+    ``<step>.damaged`` and the run continues from the newest intact step; it never restarts from
+    scratch silently. A checkpoint written by another number of processes, or for another model
+    (every step fails alike), is a ``CheckpointError`` that says so. A given ``step`` is restored
+    or fails with its reason (FileNotFoundError if it does not exist, e.g. deleted meanwhile).
+    """
+    directory = Path(manager.directory)
+    saved = sorted(int(s) for s in manager.all_steps())
+    if step is not None and (step not in saved or not (directory / str(step)).is_dir()):
+        raise FileNotFoundError(
+            f"no checkpoint at step {step} in {directory} (saved steps: {saved})"
+        )
+    candidates = [step] if step is not None else saved[::-1]
+    damaged: list[tuple[int, str]] = []  # (step, what is wrong), newest first
+    errors: list[Exception] = []  # restore errors of steps whose files are all there
+    for s in candidates:
+        step_dir = directory / str(s)
+        _check_process_count(step_dir)
+        missing = damage(step_dir, data_iter is not None)
+        if missing:
+            damaged.append((s, "missing " + ", ".join(missing)))
+            continue
+        try:
+            state = _restore_step(manager, abstract_state, data_iter, s)
+        except Exception as e:  # noqa: BLE001 (damage if an older step reads, else mismatch)
+            if step is not None and isinstance(e, FileNotFoundError) and not step_dir.exists():
+                raise  # deleted while we read it (the evaluation job's --watch expects this)
+            errors.append(e)
+            damaged.append((s, _why(e)))
+            continue
+        for bad_step, why in damaged:
+            _set_aside(manager, bad_step, why)
+        if damaged:
+            logging.warning(
+                "resuming from step %d, the newest intact checkpoint in %s", s, directory
+            )
+        logging.info("restored step %d from %s", s, directory)
+        return state, int(s)
+    if errors and len(errors) == len(damaged):  # files all there, nothing reads: another model
+        raise CheckpointError(
+            f"checkpoint {directory}/{candidates[0]} does not match this config's model "
+            f"(use the run's own config and overrides; every saved step fails alike): "
+            f"{_why(errors[0])}"
+        ) from errors[0]
+    listing = "; ".join(f"step {s}: {why}" for s, why in damaged)
+    raise CheckpointError(
+        f"no intact checkpoint in {directory} ({listing}); nothing was deleted: move the damaged "
+        f"step directories away to start over, or put back a copy"
+    )

@@ -51,23 +51,36 @@ def schedule_steps(config: Any, steps_per_epoch: int) -> tuple[int, list[int]]:
     return total, evals
 
 
-class BadFrames:
-    """Counts frames that failed to decode; raises with their list past ``limit``."""
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss, gradient or parameter; nothing of it was saved."""
 
-    def __init__(self, source: Any, limit: int):
-        self.source, self.limit, self.seen = source, limit, {}
 
-    def update(self, batch: dict[str, np.ndarray]) -> None:
-        for rid in pipeline.bad_frame_ids(batch):
-            if rid not in self.seen:
-                self.seen[rid] = builders.record_name(self.source[rid])
-                logging.warning("skipped a frame that does not decode: %s", self.seen[rid])
-        if len(self.seen) > self.limit:
-            names = "\n  ".join(self.seen.values())
-            raise RuntimeError(
-                f"{len(self.seen)} frames failed to decode (config.data.max_bad_frames="
-                f"{self.limit}):\n  {names}"
-            )
+GUARDED = ("loss", "grad_norm", "params_finite")  # finite, and params_finite == 1
+
+
+def check_finite(unchecked: list[tuple[int, dict]], manager: Any) -> None:
+    """Raises NonFiniteError naming the first step whose loss, gradient norm or parameter norm is
+    not finite, and the newest (finite) checkpoint a rerun resumes from; call it before any
+    evaluation or save, so no checkpoint with non-finite values is ever written."""
+    for step, m in unchecked:
+        values = {k: float(jax.device_get(m[k])) for k in GUARDED}
+        if all(math.isfinite(v) for v in values.values()) and values["params_finite"] == 1.0:
+            continue
+        manager.wait_until_finished()
+        last = manager.latest_step()
+        where = (
+            f"the last checkpoint, step {last} in {manager.directory}, holds finite values and a "
+            f"rerun resumes there"
+            if last is not None
+            else "no checkpoint was saved before it"
+        )
+        shown = f"loss={values['loss']:.4g}, grad_norm={values['grad_norm']:.4g}, " + (
+            "parameters finite" if values["params_finite"] == 1.0 else "parameters NOT finite"
+        )
+        raise NonFiniteError(
+            f"training diverged at step {step} ({shown}); stopped without saving it: {where}. "
+            f"Lower config.optim.lr or set config.optim.grad_clip_norm before resuming"
+        )
 
 
 def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
@@ -76,7 +89,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     On a preemption notice (SIGTERM) it saves at the next step boundary and returns with
     ``preempted=True`` (and a ``PREEMPTED`` marker file); rerunning continues exactly.
     """
-    pretrained = config_base.pretrained_weights(config)  # before any slow work
+    config_base.check_ranges(config)  # before any slow work
+    pretrained = config_base.pretrained_weights(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lead = jax.process_index() == 0
@@ -158,7 +172,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         workdir=workdir,
     )
     writer = MetricWriter(workdir, total_steps)
-    bad = BadFrames(train_source, data_cfg.max_bad_frames)
+    bad = pipeline.BadFrames(train_source, data_cfg.max_bad_frames)
     watch = distributed.PreemptionWatch()
     # Evaluations past the restored step are redone, so drop them from the record.
     history = [h for h in _load_history(workdir) if h["step"] <= start]
@@ -167,6 +181,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         history.append(_evaluate(evaluators, state, start, spe, writer))
         _write_history(workdir, history, config)
     step_metrics: list[dict[str, jax.Array]] = []
+    unchecked: list[tuple[int, dict[str, jax.Array]]] = []  # steps not yet checked finite
     preempted = False
     try:
         for step in range(start + 1, total_steps + 1):
@@ -175,15 +190,22 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
             batch = parallel.global_batch({"clip": local["clip"], "label": local["label"]}, mesh)
             state, m = train_step(state, batch)
             step_metrics.append(m)
+            unchecked.append((step, m))
+            log_due = step % config.log_every_steps == 0 or step == total_steps
+            save_due = step in eval_steps or step % config.checkpoint.every_steps == 0
+            preempt = watch.reached(step)
+            if log_due or save_due or preempt:
+                check_finite(unchecked, manager)  # before anything is logged, evaluated or saved
+                unchecked = []
             if config.log_data_order:
                 _log_data_order(workdir, step, local["tracklet"], mesh)
-            if step % config.log_every_steps == 0 or step == total_steps:
+            if log_due:
                 avg = jax.tree.map(lambda *x: float(np.mean(jax.device_get(x))), *step_metrics)
                 step_metrics = []
                 writer.progress(step, avg, epoch=step / spe)
                 if lead:
                     _append_jsonl(workdir / TRAIN_METRICS, {"step": step, **avg})
-            if watch.reached(step):
+            if preempt:
                 logging.warning("preemption notice: saving step %d and stopping", step)
                 checkpoints.save(manager, step, state, train_iter)
                 preempted = True

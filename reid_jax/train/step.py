@@ -113,6 +113,11 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    # The non-finite guard reads loss, grad_norm and this (the loss can stay finite while the
+    # rest is not: BatchNorm squashes overflowing activations in the forward pass, not in the
+    # backward). A per-leaf test, not a norm: a norm of huge finite values overflows to inf.
+    finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]
+    metrics["params_finite"] = jnp.all(jnp.stack(finite)).astype(jnp.float32)
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
     )

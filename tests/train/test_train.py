@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from reid_jax import parallel
-from reid_jax.train.loop import BadFrames, read_jsonl, schedule_steps, train_and_evaluate
+from reid_jax.data.pipeline import BadFrames
+from reid_jax.train.loop import read_jsonl, schedule_steps, train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 
