@@ -3,7 +3,7 @@
 ResNet-50 (last stride 1), 256x128, T=4 frames (restricted random sampling), P=8 ids x K=4
 tracklets, Adam 3e-4 with weight decay 5e-4 and step decay x0.1 at epochs 200 and 400, label-
 smoothed cross-entropy + batch-hard triplet (margin 0.3), 520 epochs, evaluation (all frames,
-both MARS protocols) every 40 epochs from epoch 360 - the table of the research note.
+the three MARS protocols) every 40 epochs from epoch 360 - the table of the research note.
 
     python -m reid_jax.main --config configs/mars_r50_tp.py --workdir runs/mars_r50_tp \\
         --config.data.raw_dir=/path/to/MARS \\

@@ -1,7 +1,7 @@
 """The CPU demo: SynthMARS, a narrow ResNet-18 at 128x64 (last stride 1), temporal average pooling.
 
 Renders SynthMARS on first use (``data/synth_mars_demo``), prepares it as array_record
-(``data/tfds``), trains with P x K batches, evaluates under both MARS protocols, and prints the
+(``data/tfds``), trains with P x K batches, evaluates under the three MARS protocols, and prints the
 research note's table. The whole demo fits in ~15 minutes on 2 CPU cores.
 
     python -m reid_jax.main --config configs/synth_mars_demo.py --workdir runs/demo
