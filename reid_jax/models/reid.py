@@ -95,7 +95,7 @@ class ReIDModel(nn.Module):
         importer), matched to ``expected`` (their shapes) for ``image_size`` (H, W) frames."""
         if self.arch not in VITS:
             return pretrained.load_variables(path, expected)
-        vit = make_vit(self.arch, **dict(self.backbone_kwargs))
+        vit = VITS[self.arch](**dict(self.backbone_kwargs), parent=None)  # not a child
         grid = grid_size(*image_size, vit.patch, vit.stride or vit.patch)
         params = vit_import.load_params(path, expected["params"], grid, **dict(self.import_options))
         return {"params": params, "batch_stats": {}}

@@ -14,10 +14,11 @@ Keys of ``config.optim`` (an ml_collections.ConfigDict); defaults in brackets:
       step: the ``total_steps`` argument if given, else ``epochs * steps_per_epoch``;
     - "constant".
 * ``grad_clip_norm`` [0.0]: clip raw gradients to this global norm before anything else; 0 = off.
-* ``layer_decay`` [1.0]: layer-wise lr decay for ViT backbones (BEiT; timm's
-  ``param_groups_layer_decay``): of L blocks, ``backbone/blocks_i`` gets lr * d ** (L - i), the
-  embeddings (patch_embed, cls_token, pos_embed, norm_pre) lr * d ** (L + 1), everything after
-  the blocks (final norm, projection, fusion, BNNeck, classifier) lr. 1.0 = off.
+* ``layer_decay`` [1.0]: layer-wise lr decay for ViT backbones (BEiT, grouped as timm's
+  ``param_groups_layer_decay`` groups its ViTs): of L blocks, ``backbone/blocks_i`` gets
+  lr * d ** (L - i), the embeddings (patch_embed, cls_token, pos_embed, norm_pre)
+  lr * d ** (L + 1), the final norm lr * d (with the last block), everything after the backbone
+  (CLIP projection, fusion, BNNeck, classifier) lr. 1.0 = off.
 
 The schedule is lr(step) = warmup(step) * main(step) (as WarmupMultiStepLR of the re-ID "strong
 baseline", but per step rather than per epoch); call it with the step to log the current lr.
@@ -199,6 +200,8 @@ def layer_decay_scales(params: Any, decay: float) -> Any:
                 layer = int(m[1]) + 1
             elif n[1] in _EMBEDDINGS:
                 layer = 0
+            elif n[1] == "norm":
+                layer = depth
         return decay ** (depth + 1 - layer)
 
     return jax.tree_util.tree_map_with_path(scale, params)
