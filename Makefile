@@ -17,8 +17,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The ViT parity references (tests/models/vit), without their dependencies: both require
+# torchvision, which would replace the CPU torch with a CUDA build (`make test PARITY=` skips them:
+# those tests then skip with their reason). Their light dependencies are in the test extra.
+PARITY ?= timm==1.0.31 open-clip-torch==3.3.0
+
 $(STAMP)-torch: $(STAMP)
 	$(if $(TORCH),$(PY) -m pip install -q '$(TORCH)')
+	$(if $(PARITY),$(PY) -m pip install -q --no-deps $(PARITY))
 	touch $@
 
 install: $(STAMP)
