@@ -84,22 +84,22 @@ ARCHS = {
 
 
 class ResNet(nn.Module):
-    """torchvision.models.resnet.ResNet with a configurable stride for layer4."""
+    """torchvision.models.resnet.ResNet with a configurable stride for layer4 and width."""
 
-    def __init__(self, arch: str, last_stride: int = 2, num_classes: int = 1000):
+    def __init__(self, arch: str, last_stride: int = 2, num_classes: int = 1000, width: int = 64):
         super().__init__()
         block, layers = ARCHS[arch]
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.inplanes = width  # width: stem/stage-1 channels, as reid_jax's ResNet.width
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(block, 64, layers[0], 1)
-        self.layer2 = self._make_layer(block, 128, layers[1], 2)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2)
-        self.layer4 = self._make_layer(block, 512, layers[3], last_stride)
+        self.layer1 = self._make_layer(block, width, layers[0], 1)
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], 2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], 2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], last_stride)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(8 * width * block.expansion, num_classes)
 
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int) -> nn.Sequential:
         """A stage; the first block gets the stride and a 1x1 projection when shapes change."""

@@ -28,12 +28,12 @@ from bench.parity_torch import ARCHS, ResNet
 class TorchReID(nn.Module):
     """ResNet per frame -> temporal average pooling -> BNNeck -> bias-free classifier."""
 
-    def __init__(self, arch: str, num_classes: int, seq_len: int):
+    def __init__(self, arch: str, num_classes: int, seq_len: int, width: int = 64):
         super().__init__()
         self.seq_len = seq_len
-        self.backbone = ResNet(arch, last_stride=1)
+        self.backbone = ResNet(arch, last_stride=1, width=width)
         del self.backbone.fc  # no ImageNet head: reid_jax's backbone has none either
-        dim = 512 * ARCHS[arch][0].expansion
+        dim = 8 * width * ARCHS[arch][0].expansion
         self.bnneck = nn.BatchNorm1d(dim)
         self.bnneck.bias.requires_grad_(False)  # BNNeck: shift frozen at zero
         self.classifier = nn.Linear(dim, num_classes, bias=False)
@@ -62,10 +62,15 @@ def batch_hard_triplet(feats: torch.Tensor, labels: torch.Tensor, margin: float)
 
 
 def make_reference(
-    arch: str, num_classes: int, seq_len: int, lr: float = 3e-4, weight_decay: float = 5e-4
+    arch: str,
+    num_classes: int,
+    seq_len: int,
+    lr: float = 3e-4,
+    weight_decay: float = 5e-4,
+    width: int = 64,
 ) -> tuple[TorchReID, torch.optim.Optimizer]:
     """The reference model in train mode and its Adam (L2 in the gradient, as reid_jax 'adam')."""
-    model = TorchReID(arch, num_classes, seq_len).train()
+    model = TorchReID(arch, num_classes, seq_len, width).train()
     opt = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
     )
