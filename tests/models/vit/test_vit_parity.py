@@ -47,22 +47,30 @@ def _numpy(state_dict) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy() for k, v in state_dict.items()}
 
 
-@pytest.mark.parametrize("size, depth", [((256, 128), 12), ((224, 224), 2)])
-def test_timm_vit_b16(refs, size, depth):
+@pytest.mark.parametrize(
+    "name, arch, size, depth",
+    [
+        ("vit_base_patch16_224", "vit_b16", (256, 128), 12),
+        ("vit_base_patch16_224", "vit_b16", (224, 224), 2),
+        # timm's CLIP layout (norm_pre, bias-free patch conv, eps 1e-5, QuickGELU)
+        ("vit_base_patch16_clip_quickgelu_224", "clip_vit_b16", (224, 224), 2),
+    ],
+)
+def test_timm_vit_b16(refs, name, arch, size, depth):
     timm, _ = refs
     import torch
     from timm.layers import resample_abs_pos_embed
 
-    src = timm.create_model("vit_base_patch16_224", pretrained=False, depth=depth).eval()
+    src = timm.create_model(name, pretrained=False, depth=depth).eval()
     _perturb(torch, src)
-    ref = timm.create_model("vit_base_patch16_224", pretrained=False, depth=depth, img_size=size)
+    ref = timm.create_model(name, pretrained=False, depth=depth, img_size=size)
     sd = dict(src.state_dict())
     sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], [s // 16 for s in size])
     ref.load_state_dict(sd)
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = ref.eval().forward_features(x).numpy()
-    cls, patches = _ours(_numpy(src.state_dict()), "vit_b16", size, x.numpy(), depth=depth)
+    cls, patches = _ours(_numpy(src.state_dict()), arch, size, x.numpy(), depth=depth)
     assert _rel(cls, want[:, 0]) < RTOL
     assert _rel(patches, want[:, 1:]) < RTOL
 
