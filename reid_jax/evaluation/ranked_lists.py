@@ -22,7 +22,7 @@ from reid_jax.data import transforms
 
 TOP = 10
 QUERY_FRAMES = 4
-COLOURS = {"match": "#1a9850", "non-match": "#d73027", "junk": "#9e9e9e"}
+COLOURS = {"match": "#1a9850", "non-match": "#d73027", "junk": "#9e9e9e", "unlabelled": "#4575b4"}
 
 
 def choose_queries(spec: str, results: dict[str, Any]) -> list[int]:
@@ -63,9 +63,20 @@ def label(protocol: str, q_pid: int, q_cam: int, g_pid: int, g_cam: int) -> str:
     return "match" if same else "non-match"
 
 
+def _who(index: Any, tracklet: int) -> str:
+    """A tracklet's caption: its name when the index has ``names`` (one's own footage, see
+    reid_jax.search), else its identity and camera."""
+    names = getattr(index, "names", None)
+    if names is not None:
+        return str(names[tracklet])
+    return f"id {int(index.pid[tracklet])} cam {int(index.camid[tracklet])}"
+
+
 def query_figure(source: Any, index: Any, results: dict[str, Any], position: int,
                  protocol: str, path: Path) -> list[dict[str, Any]]:  # fmt: skip
-    """Draws one query's ranked list to ``path``; returns the top-10 rows (for the HTML)."""
+    """Draws one query's ranked list to ``path``; returns the top-10 rows (for the HTML).
+    Without "AP" in ``results`` (unlabelled footage) every item is drawn as "unlabelled"."""
+    labelled = "AP" in results
     q_rows, g_rows = results["query_rows"], results["gallery_rows"]
     dist = np.asarray(results["distances"][position])
     top = np.argsort(dist, kind="stable")[:TOP]
@@ -78,13 +89,13 @@ def query_figure(source: Any, index: Any, results: dict[str, Any], position: int
     for ax, off in zip(axes, offsets):
         ax.imshow(_frame(source, index, qt, int(off)))
         ax.set_title(f"frame {off + 1}", fontsize=7)
-    axes[0].text(0, -0.18, f"query id {q_pid} cam {q_cam}", transform=axes[0].transAxes,
+    axes[0].text(0, -0.18, f"query {_who(index, qt)}", transform=axes[0].transAxes,
                  fontsize=8, weight="bold")  # fmt: skip
     rows = []
     for rank, col in enumerate(top, start=1):
         gt = int(g_rows[col])
         g_pid, g_cam = int(index.pid[gt]), int(index.camid[gt])
-        kind = label(protocol, q_pid, q_cam, g_pid, g_cam)
+        kind = label(protocol, q_pid, q_cam, g_pid, g_cam) if labelled else "unlabelled"
         ax = axes[QUERY_FRAMES + rank - 1]
         ax.imshow(_frame(source, index, gt, int(index.length[gt]) // 2))
         ax.axis("on")
@@ -94,12 +105,13 @@ def query_figure(source: Any, index: Any, results: dict[str, Any], position: int
             spine.set_edgecolor(COLOURS[kind])
             spine.set_linewidth(5)
         ax.set_title(f"#{rank}  {dist[col]:.3g}", fontsize=7)
-        ax.set_xlabel(f"id {g_pid} cam {g_cam}\n{kind}", fontsize=7, color=COLOURS[kind])
+        ax.set_xlabel(f"{_who(index, gt)}\n{kind}", fontsize=7, color=COLOURS[kind])
         rows.append({"rank": rank, "tracklet": gt, "pid": g_pid, "cam": g_cam, "kind": kind,
-                     "distance": float(dist[col])})  # fmt: skip
-    ap = float(results["AP"][position])
-    fig.suptitle(f"query {position} (tracklet {qt}), {protocol} protocol: AP {100 * ap:.1f}%",
-                 fontsize=9)  # fmt: skip
+                     "distance": float(dist[col]), "who": _who(index, gt)})  # fmt: skip
+    score = "unlabelled"
+    if labelled:
+        score = f"{protocol} protocol: AP {100 * float(results['AP'][position]):.1f}%"
+    fig.suptitle(f"query {position} (tracklet {qt}), {score}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -114,13 +126,13 @@ def write(source: Any, index: Any, results: dict[str, Any], positions: list[int]
     head = f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
     parts = [
         head + f"<body><h1>{html.escape(title)}</h1><p>Frames: green = match, red = non-match, "
-        "grey = junk (ignored by the protocol).</p>"
+        "grey = junk (ignored by the protocol), blue = unlabelled (one's own footage).</p>"
     ]
     for position in positions:
         name = f"query_{position}.png"
         rows = query_figure(source, index, results, position, protocol, out_dir / name)
         cells = "".join(
-            f"<td style='color:{COLOURS[r['kind']]}'>#{r['rank']} id {r['pid']} cam {r['cam']} "
+            f"<td style='color:{COLOURS[r['kind']]}'>#{r['rank']} {html.escape(r['who'])} "
             f"({r['kind']}, {r['distance']:.4g})</td>"
             for r in rows
         )
