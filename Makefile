@@ -8,13 +8,17 @@ WORKDIR ?= runs/demo
 # The CPU torch build the parity tests were run with (`make test TORCH=` skips it: those tests
 # then skip with their reason).
 TORCH ?= torch==2.13.0
+# ONNX export (docs/inference.md): jax2onnx without its dependencies (every release pins
+# orbax-checkpoint<0.11.37, below ours); the export extra brings what it needs.
+JAX2ONNX ?= jax2onnx==0.17.1
 
 .PHONY: demo test install clean-demo ablation
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,export]'
+	$(PY) -m pip install -q --no-deps '$(JAX2ONNX)'
 	touch $(STAMP)
 
 # The ViT parity references (tests/models/vit), without their dependencies: both require
