@@ -11,6 +11,13 @@ key prefix (``module.``, ``model.``, ...); the ``fc`` classifier and ``num_batch
 dropped. timm's deep-stem / avg-down variants (resnet50c/d/s), SE blocks or other extra layers are
 rejected with every unexpected key listed. Both layouts are ResNet v1.5 (stride on the 3x3 conv);
 the weights expect inputs normalised by reid_jax.data.transforms.normalize (IMAGENET_MEAN/STD).
+
+Inflated video ResNets (reid_jax.models.inflated, docs/models.md) load the same 2-D files, as
+guxinqian/AP3D ``models/ResNet.py`` inflates its ImageNet ResNet-50: a 3x3x3 ("i3d") kernel gets
+the 2-D kernel at its centre frame and zeros elsewhere (``I3D``); the layers with no 2-D
+counterpart (``*_temporal`` residuals, ``*_nonlocal`` blocks) are not read and keep their init
+(zero temporal kernels, zero-scale non-local BatchNorm), so the loaded network computes the 2-D
+ResNet's function. ``load_variables`` returns only the variables the file provides.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ _LEAF_TO_TORCH = {
     ("batch_stats", "var"): "running_var",
 }
 _LAYER = re.compile(r"^layer(\d+)_(\d+)$")
+_ADDED = re.compile(r"(_temporal|_nonlocal)$")  # inflated-ResNet modules with no 2-D weights
 _DROPPED = re.compile(r"(^|\.)num_batches_tracked$|^fc\.(weight|bias)$")
 
 
@@ -206,6 +214,30 @@ def guess_arch(names: Any) -> str | None:
     return None
 
 
+def is_added(path: tuple[str, ...]) -> bool:
+    """Whether a variable path belongs to a temporal / non-local layer (not in 2-D files)."""
+    return any(_ADDED.search(part) for part in path)
+
+
+def _base(expected: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+    """The flat {path: shape} of ``expected`` that a 2-D ResNet file provides."""
+    flat = traverse_util.flatten_dict(dict(expected))
+    added = [p for p in flat if is_added(p)]
+    if added:
+        logging.info("%d temporal/non-local tensors keep their init (no 2-D weights)", len(added))
+    return {p: v for p, v in flat.items() if not is_added(p)}
+
+
+def _inflate(kernel: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A 2-D HWIO kernel placed at the centre frame of a [t, kh, kw, I, O] zero kernel (other
+    shapes are returned as they are, for the shape check to report)."""
+    if len(shape) != kernel.ndim + 1 or tuple(kernel.shape) != tuple(shape[1:]):
+        return kernel
+    out = np.zeros(shape, kernel.dtype)
+    out[shape[0] // 2] = kernel
+    return out
+
+
 def convert_state_dict(
     state_dict: Mapping[str, np.ndarray],
     expected: Mapping[str, Any],
@@ -225,12 +257,12 @@ def convert_state_dict(
         logging.info(
             "%s: ignoring %d keys outside %r, e.g. %s", source, len(outside), prefix, outside[:3]
         )
-    flat_expected = traverse_util.flatten_dict(dict(expected))
+    flat_expected = _base(expected)
     wanted = {torch_name(p): p for p in flat_expected}
     problems, flat = [], {}
     for name, path in sorted(wanted.items()):
         want = tuple(flat_expected[path].shape)
-        want_torch = (want[3], want[2], want[0], want[1]) if path[-1] == "kernel" else want
+        want_torch = (want[-1], want[-2], want[-4], want[-3]) if path[-1] == "kernel" else want
         if name not in inside:
             problems.append(f"missing    {prefix}{name} {list(want_torch)}")
             continue
@@ -243,6 +275,7 @@ def convert_state_dict(
             problems.append(f"dtype      {prefix}{name}: file {arr.dtype}, expected floating point")
         else:
             arr = arr.transpose(2, 3, 1, 0) if path[-1] == "kernel" else arr  # OIHW -> HWIO
+            arr = _inflate(arr, want)
             flat[path] = np.ascontiguousarray(arr, dtype=flat_expected[path].dtype)
     for name in sorted(set(inside) - set(wanted)):
         if not _DROPPED.search(name):
@@ -312,7 +345,9 @@ def _match_tree(
 ) -> dict[str, Any]:
     """Check an already-flax-layout tree against ``expected``; one error listing differences."""
     flat = traverse_util.flatten_dict(dict(tree))
-    want = {p: tuple(v.shape) for p, v in traverse_util.flatten_dict(dict(expected)).items()}
+    base = _base(expected)
+    want = {p: tuple(v.shape) for p, v in base.items()}
+    flat = {p: _inflate(np.asarray(v), want[p]) if p in want else v for p, v in flat.items()}
     problems = []
     for p in sorted(set(flat) | set(want)):
         name, have = "/".join(p), list(np.shape(flat[p])) if p in flat else None
@@ -324,9 +359,8 @@ def _match_tree(
             problems.append(f"shape      {name}: file {have}, model {list(want[p])}")
     if problems:
         raise ValueError(_mismatch_message(source, problems, {}))
-    dtypes = traverse_util.flatten_dict(dict(expected))
     return traverse_util.unflatten_dict(
-        {p: np.asarray(v, dtype=dtypes[p].dtype) for p, v in flat.items()}
+        {p: np.asarray(v, dtype=base[p].dtype) for p, v in flat.items()}
     )
 
 
@@ -335,7 +369,8 @@ def load_variables(
 ) -> dict[str, Any]:
     """Backbone {params, batch_stats} as host numpy from any supported source.
 
-    ``expected`` is the {params, batch_stats} shape tree the result must match exactly.
+    ``expected`` is the {params, batch_stats} shape tree the result must match exactly, less the
+    temporal / non-local layers of an inflated ResNet (``is_added``), which the result omits.
     """
     path = Path(path)
     if path.is_dir():

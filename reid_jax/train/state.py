@@ -16,8 +16,8 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from flax import traverse_util
 
 from reid_jax.models import pretrained as pretrained_lib
 
@@ -41,21 +41,29 @@ def init_fn(
     """Initial state from a dummy uint8-shaped float clip of ``clip_shape`` [B, T, H, W, 3].
 
     ``backbone`` ({params, batch_stats}, e.g. ImageNet weights) replaces the random backbone
-    before the optimiser state is built.
+    before the optimiser state is built; variables it lacks (an inflated ResNet's temporal and
+    non-local layers) keep their init.
     """
     variables = model.init(rng, jnp.zeros(clip_shape, jnp.float32), train=False)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     if backbone is not None:
-        params = {**params, "backbone": backbone["params"]}
+        params = _overlay(params, {"backbone": backbone["params"]})
         if backbone["batch_stats"]:  # ViTs have none
-            batch_stats = {**batch_stats, "backbone": backbone["batch_stats"]}
+            batch_stats = _overlay(batch_stats, {"backbone": backbone["batch_stats"]})
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=batch_stats,
         opt_state=tx.init(params),
     )
+
+
+def _overlay(tree: Any, update: Any) -> Any:
+    """``tree`` with every leaf of ``update`` (a nested dict covering part of it) written over."""
+    flat = traverse_util.flatten_dict(dict(tree))
+    flat.update(traverse_util.flatten_dict(dict(update)))
+    return traverse_util.unflatten_dict(flat)
 
 
 def create(
@@ -125,12 +133,19 @@ def load_pretrained_backbone(
     else:
         host = pretrained_lib.load_variables(path, expected)
     # From the same host array in every process: works for any sharding, multi-host included.
-    return jax.tree.map(
-        lambda a, s: jax.make_array_from_callback(a.shape, s, lambda idx: a[idx]),
-        host,
-        targets,
-        is_leaf=lambda a: isinstance(a, np.ndarray),
-    )
+    # ``host`` may cover part of ``expected`` (an inflated ResNet's new layers keep their init).
+    out = {}
+    for collection, tree in host.items():
+        flat_targets = traverse_util.flatten_dict(targets[collection])
+        out[collection] = traverse_util.unflatten_dict(
+            {
+                path: jax.make_array_from_callback(
+                    a.shape, flat_targets[path], lambda idx, a=a: a[idx]
+                )
+                for path, a in traverse_util.flatten_dict(tree).items()
+            }
+        )
+    return out
 
 
 def param_count(params: Any) -> int:
