@@ -3,7 +3,8 @@ VisionTransformer and open_clip's visual tower, imported into reid_jax's ViT, ag
 relative on the CLS feature and the patch tokens. ViT-B/16 at 256x128 (its 14x14 position grid
 resized by the packages' own resample functions on their side, by vit_import on ours); 2-block
 ViT-B/16s at 224x224 (the native grid). The references come from the ``refs`` fixture
-(conftest.py: why a torchvision stand-in may be needed to import them)."""
+(conftest.py: why a torchvision stand-in may be needed to import them). ``pytest -s`` prints the
+measured differences."""
 
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ def test_timm_vit_b16(refs, name, arch, size, depth):
     with torch.no_grad():
         want = ref.eval().forward_features(x).numpy()
     cls, patches = _ours(_numpy(src.state_dict()), arch, size, x.numpy(), depth=depth)
+    print(f"\nparity timm {name} {depth} blocks {size}: CLS {_rel(cls, want[:, 0]):.1e}, "
+          f"patches {_rel(patches, want[:, 1:]):.1e}")  # fmt: skip
     assert _rel(cls, want[:, 0]) < RTOL
     assert _rel(patches, want[:, 1:]) < RTOL
 
@@ -115,6 +118,8 @@ def test_open_clip_vit_b16(refs, tmp_path, name, size, depth, act):
         state = vit_import.pretrained.read_state_dict(tmp_path / "clip.safetensors")
     kwargs = dict(depth=depth, act=act)
     cls, patches = _ours(state, "clip_vit_b16", size, x.numpy(), **kwargs)
+    print(f"\nparity open_clip {name} {depth} blocks {size}: CLS {_rel(cls, cls_ref.numpy()):.1e}, "
+          f"patches {_rel(patches, tokens.numpy()):.1e}")  # fmt: skip
     assert _rel(cls, cls_ref.numpy()) < RTOL
     assert _rel(patches, tokens.numpy()) < RTOL
     if depth == 2:  # one more compile: only on the small tower
