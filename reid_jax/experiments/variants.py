@@ -2,7 +2,10 @@
 
 ``cosine_center:tau=0.1:weighting=angle`` is the cosine-to-centre fusion with two options set;
 values are typed by ``config_base.FUSION_OPTION_TYPES`` so a variant is exactly what
-``--config.model.fusion_kwargs.<option>=<value>`` would give one training job.
+``--config.model.fusion_kwargs.<option>=<value>`` would give one training job. The pseudo-option
+``backbone=<preset>`` (reid_jax.models.inflated.PRESETS: c2d, c3d, i3d, ap3d, ap3d_nl, c2d_nl)
+sets ``config.model.temporal`` by AP3D's placement rule for the config's arch instead:
+``mean:backbone=ap3d`` is temporal average pooling on an AP3D backbone.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 from reid_jax.config_base import FUSION_OPTION_TYPES
 from reid_jax.fusion import fusion_options
+from reid_jax.models import inflated
+from reid_jax.models.resnet import RESNETS
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -23,6 +28,7 @@ class Variant:
     label: str
     fusion: str
     options: tuple[tuple[str, Any], ...] = ()
+    backbone: str = ""  # a temporal preset (inflated.PRESETS); "" = the base config's backbone
 
     @property
     def dirname(self) -> str:
@@ -54,18 +60,25 @@ def parse_variant(text: str) -> Variant:
         accepted = fusion_options(fusion)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
-    options = {}
+    options, backbone = {}, ""
     for part in parts:
         key, sep, value = part.partition("=")
         if not sep or not key or not value:
             raise ValueError(f"{where}: expected option=value after ':', got {part!r}")
+        if key == "backbone":
+            if value not in inflated.PRESETS or backbone:
+                raise ValueError(f"{where}: backbone={value!r} (given once; one of "
+                                 f"{sorted(inflated.PRESETS)})")  # fmt: skip
+            backbone = value
+            continue
         if key not in accepted or key not in FUSION_OPTION_TYPES:
             raise ValueError(f"{where}: fusion {fusion!r} has no option {key!r}; its options "
                              f"are {sorted(set(accepted) & set(FUSION_OPTION_TYPES))}")  # fmt: skip
         if key in options:
             raise ValueError(f"{where}: option {key!r} given twice")
         options[key] = _typed(key, value, where)
-    return Variant(label=text.strip(), fusion=fusion, options=tuple(sorted(options.items())))
+    options = tuple(sorted(options.items()))
+    return Variant(label=text.strip(), fusion=fusion, options=options, backbone=backbone)
 
 
 def parse_variants(text: str) -> list[Variant]:
@@ -81,7 +94,14 @@ def parse_variants(text: str) -> list[Variant]:
 
 
 def apply_variant(config: Any, variant: Variant) -> None:
-    """Set ``config.model.fusion`` and its options in place (other options stay unset)."""
+    """Set ``config.model.fusion`` and its options in place (other options stay unset), and
+    ``config.model.temporal`` when the variant names a backbone preset (a ResNet arch only)."""
     config.model.fusion = variant.fusion
+    if variant.backbone:
+        if config.model.arch not in RESNETS:
+            raise ValueError(f"variant {variant.label!r}: backbone presets need a ResNet arch, "
+                             f"not config.model.arch={config.model.arch!r}")  # fmt: skip
+        stage_sizes = RESNETS[config.model.arch].keywords["stage_sizes"]
+        config.model.temporal.update(inflated.preset(variant.backbone, stage_sizes))
     for key, value in variant.options:
         setattr(config.model.fusion_kwargs, key, value)
