@@ -5,7 +5,8 @@
 #   BENCH_TINY=1 bash bench/gpu.sh     # the same logic at toy sizes, e.g. on a CPU
 #
 # Figures: bfloat16 training throughput (ResNet-50, 256x128, 32 clips, mean fusion) at T=4 and
-# T=8; the same step with a CLIP ViT-B/16 backbone (step time, XLA memory; issue 18); all-frames
+# T=8; the same step with a CLIP ViT-B/16 backbone (step time, XLA memory; issue 18) and with the
+# AP3D and AP3D+NL ResNet-50s (issue 17, docs/models.md); all-frames
 # feature extraction over MARS's real test tracklet lengths on synthetic frames
 # (through extract_features, for as many tracklets as fit 60 s) and the device-only rate; the
 # metrics at MARS's real sizes. Each step has its own time limit so the whole stays under 8
@@ -23,12 +24,14 @@ if [ "${BENCH_TINY:-0}" = 1 ]; then
   MODEL="--arch resnet18 --height 128 --width 64"
   TRAIN="$MODEL --p 2 --k 2 --steps 2 --rounds 2"
   VIT="--arch vit_s16 --height 64 --width 32 --p 2 --k 2 --steps 2 --rounds 2"
+  AP3D="$TRAIN"
   EXTRACT="$MODEL --dtype float32 --extract_batch 8 --extract_budget_s 5"
   LIMIT=${BENCH_LIMIT:-300}
 else
   MODEL="--arch resnet50 --height 256 --width 128"
   TRAIN="$MODEL --p 8 --k 4 --steps 20 --rounds 5"
   VIT="--arch clip_vit_b16 --height 256 --width 128 --p 8 --k 4 --steps 10 --rounds 3"
+  AP3D="$MODEL --p 8 --k 4 --steps 10 --rounds 3"
   EXTRACT="$MODEL --dtype bfloat16 --extract_batch 128 --extract_budget_s 60"
   LIMIT=${BENCH_LIMIT:-150}
 fi
@@ -60,6 +63,8 @@ run_step train_t4 "$LIMIT" "$PY" bench/train_step.py $TRAIN --seq_len 4 --fusion
   --dtypes bfloat16 --torch 0 --max_load 0 --json "$ROWS"
 run_step train_t8 "$LIMIT" "$PY" bench/train_step.py $TRAIN --seq_len 8 --fusions mean \
   --dtypes bfloat16 --torch 0 --max_load 0 --json "$ROWS"
+run_step train_ap3d "$LIMIT" "$PY" bench/train_step.py $AP3D --seq_len 4 --fusions mean \
+  --temporal ap3d,ap3d_nl --dtypes bfloat16 --torch 0 --max_load 0 --json "$ROWS"
 run_step train_vit_b16 "$LIMIT" "$PY" bench/train_step.py $VIT --seq_len 4 --fusions mean \
   --dtypes bfloat16 --torch 0 --max_load 0 --json "$ROWS"
 run_step eval "$LIMIT" "$PY" bench/eval.py $EXTRACT --seq_len 4 --extract 1 --metrics 1 \

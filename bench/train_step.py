@@ -16,9 +16,12 @@ ratio JAX step time / torch step time is reported per round (median and spread).
     .venv/bin/python bench/train_step.py --arch resnet50,clip_vit_b16 --fusions mean \
         --dtypes bfloat16 --torch 0                             # ViT-B/16 beside ResNet-50
 
-``--arch`` takes a comma list of reid_jax.models.reid.BACKBONES (the torch reference exists for
-the ResNets only). "XLA memory GiB" is XLA's memory analysis of the compiled step: arguments +
-outputs + temporaries - donated (aliased) bytes, i.e. the step's device footprint.
+``--temporal c2d,ap3d,ap3d_nl`` adds AP3D / AP3D+NL ResNets beside the plain C2D one (presets of
+reid_jax.models.inflated, AP3D's placement; the arch column reads e.g. ``resnet50+ap3d``; torch
+runs for c2d only). ``--arch`` takes a comma list of reid_jax.models.reid.BACKBONES (the torch
+reference exists for the ResNets only). "XLA memory GiB" is XLA's memory analysis of the
+compiled step: arguments + outputs + temporaries - donated (aliased) bytes, i.e. the step's device
+footprint.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 from reid_jax import parallel
 from reid_jax.config_base import base_config
 from reid_jax.fusion import FUSIONS
+from reid_jax.models import inflated
 from reid_jax.models.reid import BACKBONES, make_model
 from reid_jax.models.resnet import RESNETS
 from reid_jax.train import optim
@@ -58,6 +62,9 @@ class JaxStep:
     def __init__(self, args: argparse.Namespace, fusion: str, dtype: str, host_batch: dict):
         config = base_config()
         config.model.arch, config.model.fusion, config.model.dtype = args.arch, fusion, dtype
+        if args.temporal != "c2d":  # an inflated ResNet (AP3D's placement for the arch)
+            stages = RESNETS[args.arch].keywords["stage_sizes"]
+            config.model.temporal.update(inflated.preset(args.temporal, stages))
         self.mesh = parallel.make_mesh(config.mesh)
         self.model = make_model(config.model, args.num_classes)
         tx = optim.make_optimizer(config.optim, steps_per_epoch=100)
@@ -172,7 +179,8 @@ def measure(args: argparse.Namespace, fusion: str, dtype: str, host_batch: dict)
     jax_step = JaxStep(args, fusion, dtype, host_batch)
     runners: dict[str, Callable[[], float]] = {"jax": lambda: jax_step.run(args.steps)}
     torch_step = None
-    if args.torch and fusion == "mean" and dtype in args.torch_dtypes and args.arch in RESNETS:
+    plain = args.arch in RESNETS and args.temporal == "c2d"
+    if args.torch and fusion == "mean" and dtype in args.torch_dtypes and plain:
         torch_step = TorchStep(args, dtype)
         runners["torch"] = lambda: torch_step.run(args.steps)
         if torch_step.params != jax_step.params:
@@ -189,7 +197,7 @@ def measure(args: argparse.Namespace, fusion: str, dtype: str, host_batch: dict)
     med = common.spread(jax_s)["median"]
     peak, _ = common.peak_flops(dtype)
     row = [
-        args.arch,
+        args.arch if args.temporal == "c2d" else f"{args.arch}+{args.temporal}",
         fusion,
         dtype,
         f"{jax_step.params / 1e6:.2f}M",
@@ -219,6 +227,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=4, help="clips per identity")
     parser.add_argument("--num_classes", type=int, default=625, help="625 = MARS train ids")
     parser.add_argument("--fusions", default="all", help="comma list, or 'all' registered")
+    parser.add_argument(
+        "--temporal", default="c2d", help="comma list of ResNet presets: c2d, c3d, ap3d, ap3d_nl"
+    )
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -243,6 +254,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--fusions: {unknown} not registered; have {sorted(FUSIONS)}")
     args.dtype_list = args.dtypes.split(",")
+    args.temporal_list = args.temporal.split(",")
+    unknown = sorted(set(args.temporal_list) - set(inflated.PRESETS))
+    if unknown:
+        parser.error(f"--temporal: {unknown} not presets; have {sorted(inflated.PRESETS)}")
+    if args.temporal_list != ["c2d"] and not set(args.arch.split(",")) <= set(RESNETS):
+        parser.error(f"--temporal {args.temporal}: inflated backbones need ResNet archs")
     args.torch_dtypes = args.torch_dtypes.split(",")
     return args
 
@@ -273,9 +290,9 @@ def main(argv: list[str] | None = None) -> list[list[Any]]:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     host_batch = random_batch(args.p, args.k, args.seq_len, args.height, args.width)
     rows, arch_args = [], []
-    for arch in args.arch.split(","):
+    for arch, temporal in [(a, t) for a in args.arch.split(",") for t in args.temporal_list]:
         one = copy.copy(args)
-        one.arch = arch
+        one.arch, one.temporal = arch, temporal
         for fusion in args.fusion_list:
             for dtype in args.dtype_list:
                 rows.append(measure(one, fusion, dtype, host_batch))
@@ -303,7 +320,8 @@ def summary_row(args: argparse.Namespace, row: list[str]) -> list[str]:
     cols = dict(zip(HEADERS, row, strict=True))
     on_gpu = jax.devices()[0].platform == "gpu"
     if on_gpu:  # the goal was set for ResNet-50; other backbones are measured, not judged
-        goal = ">= 15,000 frames/s (H200, bf16)" if args.arch == "resnet50" else "- (measured)"
+        plain_r50 = args.arch == "resnet50" and args.temporal == "c2d"
+        goal = ">= 15,000 frames/s (H200, bf16)" if plain_r50 else "- (measured)"
     else:  # the CPU goal is a ratio: only rows that ran the torch step have one
         goal = "JAX/torch <= 1.2 (CPU)" if cols["JAX/torch"] != "-" else "- (CPU run)"
     detail = (
@@ -314,7 +332,7 @@ def summary_row(args: argparse.Namespace, row: list[str]) -> list[str]:
     if cols["JAX/torch"] != "-":
         detail += f"; torch step {cols['torch step ms']} ms, JAX/torch {cols['JAX/torch']}"
     figure = (
-        f"train {args.arch} {cols['dtype']} {cols['fusion']} {args.height}x{args.width} "
+        f"train {cols['arch']} {cols['dtype']} {cols['fusion']} {args.height}x{args.width} "
         f"T={args.seq_len}, {args.p * args.k} clips"
     )
     return [figure, f"{cols['JAX frames/s']} frames/s", goal, cols["load"], detail]
