@@ -154,6 +154,23 @@ def test_cli_watch_follows_a_training_that_writes_checkpoints(trained, tiny_data
     assert "| 1.5 |" in stdout and "Protocol: legacy" in stdout
 
 
+def test_cli_another_models_config_is_one_line(trained, tiny_data):
+    """A clear error and nothing after it: no tracebacks from orbax's background threads."""
+    _, workdir, _ = trained
+    raw, data = tiny_data
+    proc = subprocess.run(
+        [sys.executable, "-m", "reid_jax.evaluate", "--config",
+         f"{ROOT}/configs/synth_mars_demo.py:tiny", "--workdir", str(workdir),
+         f"--config.data.raw_dir={raw}", f"--config.data.data_dir={data}",
+         "--config.num_steps=3", "--config.model.width=16", "--steps=3", "--noplots"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "does not match this config's model" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
 def test_trials_report_mean_and_std(trained, tmp_path):
     cfg, workdir, _ = trained
     with pytest.raises(FileNotFoundError, match=r"trial\(s\) \[0\] have no checkpoints"):
