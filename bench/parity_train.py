@@ -379,6 +379,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds first_seed, ...")
     parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
     parser.add_argument("--model_width", type=int, default=16)
     parser.add_argument("--eval", type=int, default=1, help="1: mAP of both final models")
@@ -416,7 +417,7 @@ def main() -> None:
         f"x{o.warmup_factor}, x{o.decay_factor} at epochs {list(o.decay_epochs)} (per-step lr)"
     )
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         run = train_pair(config, data, seed, float64_steps=args.float64_steps)
         print(
             f"\nseed {seed}: step | reid_jax loss | torch loss | rel diff | float64 torch loss | "
@@ -437,6 +438,12 @@ def main() -> None:
                 for p in config.evals.retrieval.protocols:
                     s[f"{side}/{p}/mAP"] = res[f"{p}/mAP"]
                     s[f"{side}/{p}/Rank1"] = res[f"{p}/Rank1"]
+            for p in config.evals.retrieval.protocols:
+                print(
+                    f"seed {seed}: {p} mAP / Rank1 reid_jax {100 * s[f'reid_jax/{p}/mAP']:.2f} / "
+                    f"{100 * s[f'reid_jax/{p}/Rank1']:.2f}, torch {100 * s[f'torch/{p}/mAP']:.2f}"
+                    f" / {100 * s[f'torch/{p}/Rank1']:.2f}"
+                )
         rows.append(s)
         print(
             f"seed {seed}: first 10 steps max rel {s['first10_max_rel']:.2e} "
@@ -454,8 +461,8 @@ def main() -> None:
             f"seed {seed}: final rel L2 diff params {s['params']:.2e} (worst tensor "
             f"{s['params_worst_tensor']:.2e}; training moved them {s['params_moved']:.2e}), "
             f"running means {s['running_mean']:.2e}, running "
-            f"vars {s['running_var']:.2e} (BNNeck's {s['bnneck_running_var']:.2e}: biased vs "
-            f"unbiased batch var); s/step jax {s['jax_s']:.3f} torch {s['torch_s']:.3f}"
+            f"vars {s['running_var']:.2e} (BNNeck's {s['bnneck_running_var']:.2e}); "
+            f"s/step jax {s['jax_s']:.3f} torch {s['torch_s']:.3f}"
         )
     if args.eval:
         _print_map_summary(rows, config.evals.retrieval.protocols)
