@@ -17,6 +17,7 @@ dims) is replayed as a 3-D pool over [N*C, H, W].
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,10 @@ def to_onnx(embedder: Any, path: str | Path, image: bool = False, seq_len: int =
             f"ONNX export needs jax2onnx, onnx and onnxruntime ({e}): pip install -e "
             "'.[export]' && pip install --no-deps jax2onnx==0.17.1 (see docs/inference.md)"
         ) from e
+    # jax2onnx imports all its plugins and warns, with a traceback, about each whose library
+    # (equinox, dm_pix) is absent: plugins these models never use; onnx_ir notes shape values.
+    for name in ("jax2onnx", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     seq_len = seq_len or embedder.seq_len
     spec = input_spec(embedder, image, seq_len)
     closed = jax.make_jaxpr(embed_fn(embedder, image))(spec)
