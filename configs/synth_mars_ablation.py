@@ -1,7 +1,8 @@
 """The fusion ablation's base job: the demo recipe, smaller (SynthMARS 60 ids at 96x48, 160 steps).
 
-Sized so the default ablation (6 variants x 3 seeds x corruption rates 15%, 0%, 30% = 54 jobs)
-fits in 90 minutes on 2 CPU cores (73.6 min measured); every job ends with one all-frames
+Sized so the default ablation (a 3-lr grid per variant, then 4 variants x 10 seeds at 15% + 10 A/A
+jobs + 4 x 2 seeds at 0% and 30%, docs/experiments.md) fits in 90 minutes on 2 CPU cores (~76 min
+estimated from ~55 s per job measured on the idle machine); every job ends with one all-frames
 evaluation that dumps the per-frame fusion weights (for the corrupted-frame AUC).
 
     python -m reid_jax.experiments.ablate --base configs/synth_mars_ablation.py \\

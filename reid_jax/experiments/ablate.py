@@ -1,8 +1,14 @@
 """Fusion ablation: each (corruption rate, variant, seed) an ordinary training job, then a report.
 
     python -m reid_jax.experiments.ablate --base configs/synth_mars_ablation.py \
-        --fusions mean,temporal_attention,cosine_center,cosine_center:tau=0.1,templet,two_branch \
-        --seeds 3 --corruption_rates 0.15,0,0.3 --workdir runs/ablation
+        --workdir runs/ablation [--quick]
+
+Defaults: the variants of ``DEFAULT_FUSIONS``, each at the learning rate it does best with on a
+validation split carved from the training identities (``--lr_grid``, seed 0), 10 seeds at the
+first corruption rate (the main table) and 2 at the others (the sweep), an A/A control (``mean``
+under seeds 1000..1009), the test-time swaps on every ``mean`` checkpoint of the first rate, and
+the influence measures and diagnostics on seed 0 of every variant. ``--quick``: 2 seeds,
+2 control seeds, the first rate only, no grid (a first look, not the study).
 
 Jobs run one after another in this process through ``train_and_evaluate`` (each one scales out
 like any training job) in ``WORKDIR/runs/c<rate%>/<variant>/seed<i>``; a job's ``result.json`` is
@@ -26,21 +32,43 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from reid_jax import logs
-from reid_jax.data import builders
+from reid_jax.data import builders, prepare
 from reid_jax.experiments import analyze as analyze_lib
-from reid_jax.experiments import frames, report
+from reid_jax.experiments import chunks as chunks_lib
+from reid_jax.experiments import frames, report, tables, validation
+from reid_jax.experiments import influence as influence_lib
+from reid_jax.experiments import swap as swap_lib
 from reid_jax.experiments.variants import Variant, apply_variant, parse_variants
 from reid_jax.train.loop import train_and_evaluate
 
-DEFAULT_FUSIONS = "mean,temporal_attention,cosine_center,cosine_center:tau=0.1,templet,two_branch"
+DEFAULT_FUSIONS = "mean,temporal_attention,cosine_center:mode=flat:tau=0.1,templet:rescale=true"
 RESULT = "result.json"
+CONTROL_SEED_OFFSET = 1000  # the A/A control's seeds: independent of the variants' 0..n-1
+QUICK = {"seeds": 2, "sweep_seeds": 0, "control_seeds": 2}
 
 _BASE = config_flags.DEFINE_config_file("base", None, "Base config of every job.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the runs and report.md go.")
 _FUSIONS = flags.DEFINE_string(
     "fusions", DEFAULT_FUSIONS, "Comma-separated variants: fusion[:option=value[:...]]."
 )
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per variant (config.seed = 0..seeds-1).")
+_SEEDS = flags.DEFINE_integer(
+    "seeds", 10, "Seeds per variant at the first rate (config.seed = 0..seeds-1)."
+)
+_SWEEP_SEEDS = flags.DEFINE_integer("sweep_seeds", 2, "Seeds per variant at the other rates.")
+_CONTROL = flags.DEFINE_integer(
+    "control_seeds", -1, "A/A control: `mean` under seeds 1000.. at the first rate (-1 = --seeds)."
+)
+_SWAPS = flags.DEFINE_bool("swaps", True, "Test-time swaps on the `mean` checkpoints.")
+_INFLUENCE = flags.DEFINE_bool("influence", True, "Influence measures on seed 0 of each variant.")
+_QUICK = flags.DEFINE_bool(
+    "quick", False, f"A first look: {QUICK}, the first rate only, no learning-rate grid."
+)
+_LR_GRID = flags.DEFINE_string(
+    "lr_grid",
+    "1e-3,3e-3,1e-2",
+    "Learning rates tried per variant (seed 0, first rate) on a validation split carved from the "
+    "training identities; the best is used for all its jobs ('' = the base config's lr).",
+)
 _RATES = flags.DEFINE_string(
     "corruption_rates",
     "0.15,0,0.3",
@@ -132,8 +160,10 @@ def summarize(history: list[dict[str, float]], dump: dict[str, np.ndarray], labe
     return out
 
 
-def run_job(config: Any, variant: Variant, seed: int, rate: float, path: Path) -> dict[str, Any]:
-    """Train one job (resuming it if interrupted) and write its ``result.json``."""
+def run_job(config: Any, variant: Variant, seed: int, rate: float, path: Path,
+            label: str | None = None, pair: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train one job (resuming it if interrupted) and write its ``result.json`` (``label`` /
+    ``pair``: the report's row and pairing key, default the variant's label and the seed)."""
     path.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     out = train_and_evaluate(config, path)
@@ -148,8 +178,9 @@ def run_job(config: Any, variant: Variant, seed: int, rate: float, path: Path) -
         dump = dict(z)
     result = summarize(history, dump, test_corruption(config))
     result.update(
-        variant=variant.label, fusion=variant.fusion, options=dict(variant.options), seed=seed,
-        corruption_rate=rate, job_seconds=seconds, resumed_from=int(out["start_step"]),
+        variant=label or variant.label, fusion=variant.fusion, options=dict(variant.options),
+        seed=seed, pair=seed if pair is None else pair, corruption_rate=rate,
+        job_seconds=seconds, resumed_from=int(out["start_step"]),
     )  # fmt: skip
     result["train_seconds"] = seconds - result["eval_seconds"]
     _write_json(path / RESULT, result)
@@ -166,6 +197,78 @@ def _analysis(path: Path) -> dict[str, Any]:
     return analyze_lib.analyze_run(path)
 
 
+def _cached(path: Path, name: str, compute: Any) -> Any:
+    """``path/name`` if newer than the job's result, else ``compute()`` written there."""
+    done = path / name
+    if done.is_file() and done.stat().st_mtime >= (path / RESULT).stat().st_mtime:
+        return json.loads(done.read_text())
+    out = compute()
+    _write_json(done, out)
+    return out
+
+
+def _swaps(path: Path) -> dict[str, dict[str, float]]:
+    return _cached(path, "swaps.json", lambda: swap_lib.run_swaps(chunks_lib.extract(path)))
+
+
+def _influence(path: Path) -> dict[str, Any]:
+    def compute() -> dict[str, Any]:
+        c = chunks_lib.extract(path, keep_maps=True)
+        fuse = influence_lib.model_fuse(c.config, c.state)
+        return influence_lib.measures(fuse, c.maps, c.gap, c.labels, c.first)
+
+    return _cached(path, "influence.json", compute)
+
+
+def choose_lr(scores: dict[float, float]) -> float:
+    """The learning rate with the best validation mAP (NaN never wins; ties: the first)."""
+    best = None
+    for lr, score in scores.items():
+        if score == score and (best is None or score > scores[best]):
+            best = lr
+    if best is None:
+        raise ValueError(f"no learning rate produced a validation mAP: {scores}")
+    return best
+
+
+def lr_grid_search(base: Any, workdir: Path, variant: Variant, rate: float, grid: list[float]
+                   ) -> dict[str, Any]:  # fmt: skip
+    """Train ``variant`` (seed 0) at every lr of ``grid`` on the validation split carved from the
+    training identities of the rate's SynthMARS tree; {"lr": the best, "scores": lr -> mAP}."""
+    main = job_config(base, variant, 0, rate)
+    prepare.ensure_prepared(main.data)  # renders the source tree if this is the first job
+    scores = {}
+    for lr in grid:
+        config = main.copy_and_resolve_references()
+        config.data.raw_dir = f"{main.data.raw_dir}_val"
+        config.data.data_dir = f"{main.data.data_dir}_val"
+        config.optim.lr = lr
+        validation.carve(main.data.raw_dir, config.data.raw_dir)
+        path = workdir / "lr_grid" / rate_tag(rate) / variant.dirname / f"lr{lr:g}"
+        if (path / RESULT).is_file():
+            result = json.loads((path / RESULT).read_text())
+        else:
+            logging.info("lr grid: %s lr %g -> %s", variant.label, lr, path)
+            result = run_job(config, variant, 0, rate, path)
+        scores[lr] = float("nan") if result["mAP"] is None else result["mAP"]
+    return {"lr": choose_lr(scores), "scores": scores}
+
+
+def plan_jobs(variants: list[Variant], rates: list[float], seeds: int, sweep_seeds: int,
+              control_seeds: int) -> list[tuple[float, Variant, int, str, int]]:  # fmt: skip
+    """(rate, variant, seed, report label, pair key) of every job: ``seeds`` per variant at the
+    first rate, ``sweep_seeds`` at the others, and the A/A control (``mean`` under seeds
+    CONTROL_SEED_OFFSET + i, pair i) at the first rate."""
+    jobs = []
+    for k, rate in enumerate(rates):
+        n = seeds if k == 0 else sweep_seeds
+        jobs += [(rate, v, s, v.label, s) for v in variants for s in range(n)]
+    mean = parse_variants("mean")[0]
+    jobs += [(rates[0], mean, CONTROL_SEED_OFFSET + i, tables.CONTROL, i)
+             for i in range(control_seeds)]  # fmt: skip
+    return jobs
+
+
 def run_ablation(
     base: Any,
     workdir: str | Path,
@@ -173,26 +276,39 @@ def run_ablation(
     seeds: int,
     rates: list[float],
     analyze: bool = True,
+    sweep_seeds: int | None = None,
+    control_seeds: int = 0,
+    swaps: bool = False,
+    influence: bool = False,
+    lr_grid: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) every job, the diagnostics, and write ``WORKDIR/report.md``."""
+    """Run (or resume) every job (``plan_jobs``), the diagnostics, the test-time swaps on the
+    `mean` checkpoints of the first rate, the influence measures, and write the report."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if seeds < 1:
         raise ValueError(f"--seeds={seeds}: need at least 1")
-    jobs = [(r, v, s) for r in rates for v in variants for s in range(seeds)]
+    sweep_seeds = seeds if sweep_seeds is None else sweep_seeds
+    if sweep_seeds < 1:
+        rates = rates[:1]
+    jobs = plan_jobs(variants, rates, seeds, sweep_seeds, control_seeds)
     results, failed = [], []
     t0 = time.monotonic()
-    for i, (rate, variant, seed) in enumerate(jobs):
+    lr_choice = {}
+    for variant in variants if lr_grid else []:
+        lr_choice[variant.label] = lr_grid_search(base, workdir, variant, rates[0], lr_grid)
+    for i, (rate, variant, seed, label, pair) in enumerate(jobs):
         path = job_dir(workdir, variant, seed, rate)
         if (path / RESULT).is_file():
             results.append(json.loads((path / RESULT).read_text()))
             continue
         logging.info("ablation job %d/%d: %s seed %d rate %g -> %s",
                      i + 1, len(jobs), variant.label, seed, rate, path)  # fmt: skip
+        config = job_config(base, variant, seed, rate)
+        if variant.label in lr_choice:
+            config.optim.lr = lr_choice[variant.label]["lr"]
         try:
-            results.append(
-                run_job(job_config(base, variant, seed, rate), variant, seed, rate, path)
-            )
+            results.append(run_job(config, variant, seed, rate, path, label, pair))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # one broken variant must not lose the others' hours
@@ -206,12 +322,28 @@ def run_ablation(
             path = job_dir(workdir, variant, 0, rates[0])
             if (path / RESULT).is_file():
                 analyses[variant.label] = _analysis(path)
-    meta = {"base": base.to_dict(), "rates": rates, "seeds": seeds,
+    swap_results, influences = {}, {}
+    for rate, variant, seed, label, _ in jobs:
+        path = job_dir(workdir, variant, seed, rate)
+        if rate != rates[0] or not (path / RESULT).is_file():
+            continue
+        try:
+            if swaps and label == "mean":
+                swap_results[seed] = _swaps(path)
+            if influence and seed == 0 and label == variant.label:
+                influences[label] = _influence(path)
+        except Exception as e:  # a diagnostic must not lose the report
+            logging.exception("swaps / influence of %s failed", path)
+            if influence and seed == 0 and label == variant.label:
+                influences[label] = {"error": f"{type(e).__name__}: {e}"}
+    counts = {f"{r:g}": seeds if k == 0 else sweep_seeds for k, r in enumerate(rates)}
+    meta = {"base": base.to_dict(), "rates": rates, "seeds": counts,
             "variants": [v.label for v in variants], "wall_seconds": time.monotonic() - t0,
-            "failed": failed}  # fmt: skip
-    path = report.write_report(workdir, results, analyses, meta)
+            "failed": failed, "lr_choice": lr_choice}  # fmt: skip
+    path = report.write_report(workdir, results, analyses, meta, swap_results, influences)
     logging.info("report: %s", path)
-    return {"results": results, "failed": failed, "analyses": analyses, "report": path}
+    return {"results": results, "failed": failed, "analyses": analyses, "report": path,
+            "swaps": swap_results, "influence": influences}  # fmt: skip
 
 
 def main(argv: list[str]) -> None:
@@ -228,7 +360,19 @@ def main(argv: list[str]) -> None:
         rates = parse_rates(_RATES.value)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    out = run_ablation(_BASE.value, workdir, variants, _SEEDS.value, rates, _ANALYZE.value)
+    try:
+        grid = [float(x) for x in _LR_GRID.value.split(",") if x.strip()]
+    except ValueError as e:
+        raise app.UsageError(f"--lr_grid={_LR_GRID.value!r}: {e}") from None
+    seeds, sweep, control = _SEEDS.value, _SWEEP_SEEDS.value, _CONTROL.value
+    if _QUICK.value:
+        seeds, sweep, control = QUICK["seeds"], QUICK["sweep_seeds"], QUICK["control_seeds"]
+        grid = []
+    out = run_ablation(
+        _BASE.value, workdir, variants, seeds, rates, _ANALYZE.value, sweep_seeds=sweep,
+        control_seeds=seeds if control < 0 else control, swaps=_SWAPS.value,
+        influence=_INFLUENCE.value, lr_grid=grid or None,
+    )  # fmt: skip
     print((workdir / "report.md").read_text())
     if out["failed"]:
         print(

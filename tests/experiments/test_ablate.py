@@ -44,15 +44,29 @@ def ablation(tmp_path_factory):
     base = synth_mars_ablation.get_config("tiny")
     base.data.raw_dir, base.data.data_dir = str(tmp / "raw"), str(tmp / "tfds")
     variants = parse_variants("mean,cosine_center:mode=flat")
-    out = ablate.run_ablation(base, tmp / "abl", variants, seeds=1, rates=[0.3])
+    out = ablate.run_ablation(base, tmp / "abl", variants, seeds=1, rates=[0.3], control_seeds=1,
+                              swaps=True, influence=True)  # fmt: skip
     return base, variants, tmp / "abl", out
+
+
+def test_plan_jobs_seeds_per_rate_and_control():
+    variants = parse_variants("mean,templet")
+    jobs = ablate.plan_jobs(variants, [0.15, 0.0], seeds=3, sweep_seeds=1, control_seeds=2)
+    main = [(v.label, s) for r, v, s, _, _ in jobs if r == 0.15]
+    assert main[:6] == [("mean", 0), ("mean", 1), ("mean", 2), ("templet", 0), ("templet", 1),
+                        ("templet", 2)]  # fmt: skip
+    assert [(v.label, s) for r, v, s, _, _ in jobs if r == 0.0] == [("mean", 0), ("templet", 0)]
+    control = [j for j in jobs if j[3] == ablate.tables.CONTROL]
+    offset = ablate.CONTROL_SEED_OFFSET
+    assert [(r, v.label, s, p) for r, v, s, _, p in control] == [
+        (0.15, "mean", offset, 0), (0.15, "mean", offset + 1, 1)]  # fmt: skip
 
 
 def test_jobs_report_and_diagnostics(ablation):
     base, variants, workdir, out = ablation
     assert not out["failed"]
     by = {r["variant"]: r for r in out["results"]}
-    assert set(by) == {"mean", "cosine_center:mode=flat"}
+    assert set(by) == {"mean", "cosine_center:mode=flat", ablate.tables.CONTROL}
     for r in by.values():
         assert 0.0 <= r["mAP"] <= 1.0 and r["step"] > 0
         assert r["auc"]["any"]["pairs"] > 0
@@ -71,6 +85,19 @@ def test_jobs_report_and_diagnostics(ablation):
     assert "| mean | 1 |" in text and "| cosine_center:mode=flat | 1 |" in text
     assert "## Feature diagnostics" in text
     assert (workdir / "map_by_variant.png").is_file()
+    # the A/A control: `mean` under seed 1000, its own row, paired with seed 0
+    control = [r for r in out["results"] if r["variant"] == ablate.tables.CONTROL]
+    assert [(r["seed"], r["pair"]) for r in control] == [(ablate.CONTROL_SEED_OFFSET, 0)]
+    # the `mean` swap rebuilds the trained model's own evaluation from the frame features
+    swaps = out["swaps"][0]
+    assert swaps["mean"]["mAP"] == pytest.approx(by["mean"]["mAP"], abs=1e-3)
+    assert set(swaps) == {s.name for s in ablate.swap_lib.SWAPS}
+    for name, inf in out["influence"].items():
+        assert set(inf) == {"weight_share", "loo_share", "feature_norm"}, name
+    shares = out["influence"]["mean"]["weight_share"]["by_kind"]
+    assert all(v == pytest.approx(1.0) for v in shares.values() if not np.isnan(v))
+    for section in ("## Test-time swaps", "## Influence per frame", "mean (A/A)"):
+        assert section in text
 
 
 def test_restart_skips_finished_jobs(ablation):
@@ -96,3 +123,24 @@ def test_rerun_reuses_the_diagnostics(ablation):
     out = ablate.run_ablation(base, workdir, variants, seeds=1, rates=[0.3])
     assert done.stat().st_mtime_ns == before
     assert out["analyses"]["mean"]["centred"]["cos_auc"].keys() >= {"any"}
+
+
+def test_choose_lr():
+    assert ablate.choose_lr({1e-3: 0.2, 3e-3: 0.3, 1e-2: 0.1}) == 3e-3
+    assert ablate.choose_lr({1e-3: float("nan"), 3e-3: 0.3, 1e-2: 0.3}) == 3e-3  # ties: first
+    with pytest.raises(ValueError, match="no learning rate"):
+        ablate.choose_lr({1e-3: float("nan")})
+
+
+def test_lr_grid_trains_on_a_split_of_the_training_ids(ablation):
+    base, _, workdir, _ = ablation
+    lr = base.optim.lr
+    out = ablate.lr_grid_search(base, workdir, parse_variant("mean"), 0.3, [lr])
+    assert out["lr"] == lr and 0.0 <= out["scores"][lr] <= 1.0
+    job = workdir / "lr_grid" / "c30" / "mean" / f"lr{lr:g}"
+    config = json.loads((job / "config.json").read_text())
+    assert config["data"]["raw_dir"].endswith("_c30_val")
+    val = json.loads((Path(config["data"]["raw_dir"]) / "info" / "synth_params.json").read_text())
+    held_out = val["summary"]["validation_pids"]
+    train_ids = range(1, base.data.synth.num_ids + 1)  # SynthMARS: training pids 1..N
+    assert held_out and set(held_out) < set(train_ids)
