@@ -56,9 +56,14 @@ def test_finite_gradients_float32_and_bfloat16():
     x = jax.random.normal(jax.random.key(1), (2, 2, 32, 16, 3))  # a 2x1 patch grid
     labels = jnp.array([0, 1])
     grads = {}
-    for dtype in ("float32", "bfloat16"):
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(
+        lambda k: make_model(_model_config("patches"), 3).init(k, x, False), jax.random.key(0)
+    )
+    variables = jax.tree.map(lambda a: (0.1 * rng.normal(size=a.shape)).astype("f4"), shapes)
+    variables["batch_stats"] = jax.tree.map(np.abs, variables["batch_stats"])  # variances > 0
+    for dtype in ("float32", "bfloat16"):  # the same float32 params, computed in each dtype
         model = make_model(_model_config("patches", "mean", dtype), num_classes=3)
-        variables = jax.jit(lambda k, x, m=model: m.init(k, x, False))(jax.random.key(0), x)
 
         def loss(params, model=model, variables=variables):
             v = {**variables, "params": params}
