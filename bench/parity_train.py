@@ -19,11 +19,11 @@ Both sides train the same model from the same initial weights on the same batche
   with ``round(epochs * steps_per_epoch)``. BoT itself steps it once per epoch;
 * the batches: each P x K uint8 clip batch of reid_jax's grain pipeline on SynthMARS goes to both
   (torch gets it normalised with the same constants, NCHW);
-* BatchNorm in train mode: batch statistics for the forward on both sides; running statistics
-  with momentum 0.1 (flax 0.9) on both, but flax updates the running variance with the BIASED
-  batch variance and torch with the UNBIASED one (n/(n-1)), so ``batch_stats`` drift apart by
-  up to 1/(n-1) relative (n = B for BNNeck: 1/31 at 32 clips) while the losses and parameters
-  are unaffected (train-mode forward uses batch statistics only). The script prints it apart.
+* BatchNorm: batch statistics in the train-mode forward, momentum 0.1 (flax 0.9) on both; flax
+  updates the running variance with the biased batch variance, torch with the unbiased one
+  (x n/(n-1); docs/benchmarks.md): evaluation-only, losses and params do not see it;
+* ``--float64_steps`` (20): a float64 copy of the torch trainer for the first steps, the float32
+  noise floor (rounding alone, amplified by training, moves either side off it as fast).
 
 Per step it prints both losses and their relative difference |jax - torch| / |torch|; at the
 end, the parameters' relative difference (global L2 and worst tensor), the batch statistics'
@@ -36,6 +36,7 @@ steps to 2%; the final mAP difference within the seed spread.
     .venv/bin/python bench/parity_train.py                    # 200 steps x 3 seeds, ResNet-18/16
     .venv/bin/python bench/parity_train.py --steps 20 --seeds 1 --eval 0     # a quick look
     .venv/bin/python bench/parity_train.py --arch resnet50 --model_width 64   # slow on CPU
+    .venv/bin/python bench/parity_train.py --seeds 1 --first_seed 2   # one seed per process
 """
 
 from __future__ import annotations
