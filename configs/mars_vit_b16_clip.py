@@ -31,9 +31,9 @@ citations below refer to):
   L2-normalised (TEST.NECK_FEAT 'before', FEAT_NORM 'yes'), Euclidean distance.
 
 Epochs: TF-CLIP's sampler visits every training tracklet once per epoch (samplers.py
-RandomIdentitySampler: 7,532 MARS tracklets -> 470 batches of 16); a reid_jax epoch visits every
-identity once (ceil(625 / 4) = 157 steps), so the epoch counts are x3 here (240 epochs, decay at
-90/150/210, warmup 30): the same number of optimiser steps.
+RandomIdentitySampler: 7,532 MARS tracklets -> 470 batches of 16); ``data.epoch="tracklets"``
+counts epochs the same way (``sampling.tracklet_epoch``: 470 steps of 4 x 4 on MARS), so TF-CLIP's
+epoch numbers are used as they are.
 
 Not reproduced: TF-CLIP's own modules (CLIP-Memory, SSP, TMD: this is its baseline), the camera
 embedding on the CLS token (MODEL.SIE_CAMERA), the second BNNeck / ID loss on the 512-d projected
@@ -76,14 +76,16 @@ def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
     c.optim.name = "adam"
     c.optim.lr = 5e-6
     c.optim.weight_decay = 1e-4
-    c.optim.warmup_epochs = 30.0
+    c.data.epoch = "tracklets"  # samplers.py RandomIdentitySampler: every tracklet once
+    c.optim.warmup_epochs = 10.0  # SOLVER.STAGE2.WARMUP_ITERS (epochs)
     c.optim.warmup_factor = 0.1
     c.optim.schedule = "step"
-    c.optim.decay_epochs = [90, 150, 210]
+    c.optim.decay_epochs = [30, 50, 70]  # SOLVER.STAGE2.STEPS
     c.optim.decay_factor = 0.1
-    c.num_epochs = 240
-    c.eval_every_epochs = 30.0
-    c.eval_start_epochs = 90.0
+    c.num_epochs = 80  # SOLVER.STAGE2.MAX_EPOCHS
+    c.eval_every_epochs = 10.0
+    c.eval_start_epochs = 30.0
+    c.checkpoint.best_metric = "retrieval/appended/mAP"  # the protocol of the paper's figure
     c.evals.retrieval.feature = "raw"
     c.evals.retrieval.normalize = True
     c.evals.retrieval.distance = "euclidean"
