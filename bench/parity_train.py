@@ -480,7 +480,7 @@ def _print_map_summary(rows: list[dict[str, float]], protocols: tuple[str, ...])
             f"{p} mAP per seed: reid_jax {np.round(100 * j, 2).tolist()}, torch "
             f"{np.round(100 * t, 2).tolist()}; mean {100 * j.mean():.2f} vs {100 * t.mean():.2f}, "
             f"diff {100 * diff:+.2f} points, seed std {100 * spread:.2f} "
-            f"({_verdict(abs(diff) <= spread)}: |diff| <= seed std)"
+            + (f" ({_verdict(abs(diff) <= spread)}: |diff| <= seed std)" if len(rows) > 1 else "")
         )
 
 
