@@ -144,6 +144,21 @@ def _max_pool(x: jax.Array, **p: Any) -> jax.Array:
     return jnp.transpose(y.reshape((n, c, *y.shape[1:])), (0, 2, 3, 1))
 
 
+def _pad(x: jax.Array, value: jax.Array, *, padding_config: Any) -> jax.Array:
+    """``lax.pad`` without interior padding as concatenations of constant blocks (jax2onnx's pad
+    cannot stamp a symbolic batch dimension on its output); other cases bind ``lax.pad``."""
+    if any(i != 0 or lo < 0 or hi < 0 or max(lo, hi) > x.shape[a] for a, (lo, hi, i) in
+           enumerate(padding_config) if lo or hi or i):  # fmt: skip
+        return lax.pad(x, value, padding_config)
+    for axis, (lo, hi, _) in enumerate(padding_config):
+        parts = [lax.full_like(lax.slice_in_dim(x, 0, lo, axis=axis), value)] if lo else []
+        parts.append(x)
+        if hi:
+            parts.append(lax.full_like(lax.slice_in_dim(x, 0, hi, axis=axis), value))
+        x = lax.concatenate(parts, axis) if len(parts) > 1 else x
+    return x
+
+
 _NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "custom_jvp_call": "call_jaxpr",
            "custom_vjp_call": "call_jaxpr"}  # fmt: skip
 
@@ -166,6 +181,8 @@ def _replay(jaxpr: Any, consts: list[Any], *args: Any) -> list[Any]:
             outs = _replay(inner.jaxpr, inner.consts, *args_in)
         elif name == "reduce_window_max":
             outs = [_max_pool(*args_in, **eqn.params)]
+        elif name == "pad":
+            outs = [_pad(*args_in, **eqn.params)]
         else:
             outs = eqn.primitive.bind(*args_in, **eqn.params)
             outs = outs if eqn.primitive.multiple_results else [outs]
