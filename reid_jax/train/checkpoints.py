@@ -21,6 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from reid_jax.train.state import TrainState
@@ -124,8 +125,6 @@ def _set_aside(manager: ocp.CheckpointManager, step: int, why: str) -> None:
         src.rename(dst)
         logging.warning("checkpoint step %d is damaged (%s): moved to %s", step, why, dst)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
     manager.reload()
 

@@ -62,8 +62,9 @@ def check_finite(unchecked: list[tuple[int, dict]], manager: Any) -> None:
     """Raises NonFiniteError naming the first step whose loss, gradient norm or parameter norm is
     not finite, and the newest (finite) checkpoint a rerun resumes from; call it before any
     evaluation or save, so no checkpoint with non-finite values is ever written."""
-    for step, m in unchecked:
-        values = {k: float(jax.device_get(m[k])) for k in GUARDED}
+    fetched = jax.device_get([{k: m[k] for k in GUARDED} for _, m in unchecked])  # one transfer
+    for (step, _), got in zip(unchecked, fetched):
+        values = {k: float(v) for k, v in got.items()}
         if all(math.isfinite(v) for v in values.values()) and values["params_finite"] == 1.0:
             continue
         manager.wait_until_finished()
