@@ -17,7 +17,6 @@ per-frame feature every fusion starts from) and, with SynthMARS's sidecar labels
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,10 @@ from scipy import stats
 
 from reid_jax import logs
 from reid_jax.config_base import load_config_file
-from reid_jax.data import pipeline
 from reid_jax.data.synth_scene import CORRUPTIONS
-from reid_jax.data.transforms import normalize
 from reid_jax.evaluation import restore
+from reid_jax.experiments import chunks as chunks_lib
 from reid_jax.experiments import frames
-from reid_jax.models.resnet import make_resnet
 
 PHASE_BINS = np.linspace(0.0, 0.5, 6)  # circular gait-phase difference, 5 bins
 MAX_LAG = 16
@@ -56,35 +53,14 @@ def load_config(workdir: Path, config_path: str | None = None) -> ml_collections
 
 def backbone_embed(state: Any, clips: jax.Array, *, model: Any) -> jax.Array:
     """[B,T,H,W,3] uint8 clips -> per-frame backbone features [B,T,C] (GAP, L2-normalised)."""
-    backbone = make_resnet(model.arch, width=model.width, last_stride=model.last_stride,
-                           dtype=model.dtype)  # fmt: skip
-    b, t = clips.shape[:2]
-    x = normalize(clips, xp=jnp).reshape((b * t, *clips.shape[2:]))
-    variables = {
-        "params": state.params["backbone"],
-        "batch_stats": state.batch_stats["backbone"],
-    }
-    f = backbone.apply(variables, x, False).astype(jnp.float32).mean(axis=(1, 2))
-    f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
-    return f.reshape((b, t, -1))
+    f = chunks_lib.backbone_maps(state, clips, model=model).mean(axis=(2, 3))
+    return f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
 
 
 def frame_features(run: restore.Run, state: Any) -> tuple[np.ndarray, np.ndarray]:
     """(record index [N], feature [N, C]) of every test frame, each frame once."""
-    d = run.config.data.copy_and_resolve_references()
-    d.test_sampling = "all"
-    batch = d.test_batch_size
-    chunks = pipeline.eval_chunks(run.test_index, d.seq_len, "all", batch)
-    it, num_batches = pipeline.eval_iterator(
-        run.test_source, run.test_index, d, global_batch=batch, process=run.process
-    )
-    embed = jax.jit(functools.partial(backbone_embed, model=run.model))
-    feats = []
-    for _ in range(num_batches):
-        feats.append(np.asarray(embed(state, next(it)["clip"])))
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
+    feats: list[np.ndarray] = []
+    chunks = chunks_lib.map_test_chunks(run, state, backbone_embed, feats.append)
     feats = np.concatenate(feats)  # [rows, T, C]
     keep = chunks[:, 0] >= 0
     records = run.test_index.start[chunks[keep, 0]][:, None] + chunks[keep, 1:]

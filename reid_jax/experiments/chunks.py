@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class Chunks:
     maps: np.ndarray | None = None
 
 
-def _backbone_maps(state: Any, clips: jax.Array, *, model: Any) -> jax.Array:
+def backbone_maps(state: Any, clips: jax.Array, *, model: Any) -> jax.Array:
     """[B,T,H,W,3] uint8 clips -> backbone maps [B,T,h,w,C] float32."""
     backbone = make_resnet(model.arch, width=model.width, last_stride=model.last_stride,
                            dtype=model.dtype)  # fmt: skip
@@ -51,6 +52,33 @@ def _backbone_maps(state: Any, clips: jax.Array, *, model: Any) -> jax.Array:
                  "batch_stats": state.batch_stats["backbone"]}  # fmt: skip
     maps = backbone.apply(variables, x, False).astype(jnp.float32)
     return maps.reshape((b, t, *maps.shape[1:]))
+
+
+def map_test_chunks(
+    run: restore.Run,
+    state: Any,
+    fn: Callable[..., jax.Array],
+    collect: Callable[[np.ndarray], None],
+) -> np.ndarray:
+    """Runs jitted ``fn(state, clips, model=...)`` on every test chunk (all frames, T at a time)
+    and hands each batch's output to ``collect``; returns the chunk table (padding rows have
+    tracklet -1)."""
+    d = run.config.data.copy_and_resolve_references()
+    d.test_sampling = "all"
+    batch = d.test_batch_size
+    table = pipeline.eval_chunks(run.test_index, d.seq_len, "all", batch)
+    it, num_batches = pipeline.eval_iterator(
+        run.test_source, run.test_index, d, global_batch=batch, process=run.process
+    )
+    embed = jax.jit(functools.partial(fn, model=run.model))
+    try:
+        for _ in range(num_batches):
+            collect(np.asarray(embed(state, next(it)["clip"])))
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    return table
 
 
 def extract(workdir: str | Path, keep_maps: bool = False, step: int | None = None) -> Chunks:
@@ -66,23 +94,14 @@ def extract(workdir: str | Path, keep_maps: bool = False, step: int | None = Non
         raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
     state = restore.restore(manager, run, steps[-1] if step is None else step)
     manager.close()
-    d = run.config.data.copy_and_resolve_references()
-    d.test_sampling = "all"
-    batch = d.test_batch_size
-    table = pipeline.eval_chunks(run.test_index, d.seq_len, "all", batch)
-    it, num_batches = pipeline.eval_iterator(
-        run.test_source, run.test_index, d, global_batch=batch, process=run.process
-    )
-    embed = jax.jit(functools.partial(_backbone_maps, model=run.model))
     maps, gaps = [], []
-    for _ in range(num_batches):
-        m = np.asarray(embed(state, next(it)["clip"]))
+
+    def collect(m: np.ndarray) -> None:
         gaps.append(m.mean(axis=(2, 3)))
         if keep_maps:
             maps.append(m)
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
+
+    table = map_test_chunks(run, state, backbone_maps, collect)
     keep = table[:, 0] >= 0
     table = table[keep]
     dump = {"tracklet": table[:, 0], "offsets": table[:, 1:], "start": run.test_index.start}
