@@ -233,14 +233,20 @@ def average_query_expansion(
     if not 1 <= k <= g.shape[0]:
         raise ValueError(f"query expansion k={k}: expected 1 <= k <= {g.shape[0]} gallery items")
     g_sq = jnp.sum(g * g, axis=1)
-    out = np.empty(q.shape, dtype=np.float32)
-    block = min(block, q.shape[0])
-    for start in range(0, q.shape[0], block):
-        rows = q[start : start + block]
-        m = rows.shape[0]
+    return _by_blocks(lambda rows: _aqe_block(rows, g, g_sq, k), q, block)
+
+
+def _by_blocks(fn, rows: jax.Array, block: int) -> np.ndarray:
+    """``fn`` over ``rows`` [N, D] in blocks of ``block`` rows (the last one zero-padded, so
+    ``fn`` compiles once); float32 [N, D] on the host."""
+    out = np.empty(rows.shape, dtype=np.float32)
+    block = min(block, rows.shape[0])
+    for start in range(0, rows.shape[0], block):
+        blk = rows[start : start + block]
+        m = blk.shape[0]
         if m < block:
-            rows = jnp.concatenate([rows, jnp.zeros((block - m, q.shape[1]), q.dtype)])
-        out[start : start + m] = np.asarray(_aqe_block(rows, g, g_sq, k))[:m]
+            blk = jnp.concatenate([blk, jnp.zeros((block - m, rows.shape[1]), rows.dtype)])
+        out[start : start + m] = np.asarray(fn(blk))[:m]
     return out
 
 
@@ -274,16 +280,9 @@ def alpha_query_expansion(
         raise ValueError(f"alpha query expansion k={k}: expected 1 <= k <= {n} items")
     if times < 1:
         raise ValueError(f"alpha query expansion times={times}: expected >= 1")
-    block = min(block, n)
     for _ in range(times):
         norm = feats / jnp.maximum(jnp.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-        out = np.empty(feats.shape, dtype=np.float32)
-        for start in range(0, n, block):
-            rows = norm[start : start + block]
-            m = rows.shape[0]
-            if m < block:
-                rows = jnp.concatenate([rows, jnp.zeros((block - m, feats.shape[1]))])
-            out[start : start + m] = np.asarray(_alpha_qe_block(rows, norm, feats, k, alpha))[:m]
-        feats = jnp.asarray(out)
+        expand = functools.partial(_alpha_qe_block, norm=norm, feats=feats, k=k, alpha=alpha)
+        feats = jnp.asarray(_by_blocks(expand, norm, block))
     out = np.asarray(feats)
     return out[: len(q_feats)], out[len(q_feats) :]
