@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from reid_jax import files
 from reid_jax.evaluation import plots, ranked_lists, records
 from reid_jax.evaluation import restore as restore_lib
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
@@ -121,9 +122,7 @@ class Job:
             gallery_features=feats[g], gallery_pids=idx.pid[g], gallery_camids=idx.camid[g],
             query_index=q, gallery_index=g,
         )  # fmt: skip
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        files.atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
     def _ranked(self, step: int, results: dict[str, dict]) -> None:
         variant = next(iter(results))

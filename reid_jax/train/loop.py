@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from reid_jax import config_base, distributed, parallel
+from reid_jax import config_base, distributed, files, parallel
 from reid_jax.data import builders, pipeline, prepare, sampling
 from reid_jax.evaluation import metrics as metrics_lib
 from reid_jax.evaluation.evaluators import make_evaluators
@@ -343,7 +343,5 @@ def _load_history(workdir: Path) -> list[dict[str, float]]:
 def _write_history(workdir: Path, history: list[dict[str, float]], config: Any) -> None:
     if jax.process_index() != 0:
         return
-    tmp = workdir / "eval_history.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    tmp.replace(workdir / "eval_history.json")
+    files.atomic_write_text(workdir / "eval_history.json", json.dumps(history, indent=1))
     (workdir / "results.md").write_text(results_table(history, config) + "\n")
