@@ -147,7 +147,7 @@ class Job:
         c = self.evaluator.cfg
         text = records.tables(done, f" (k1={c.rerank_k1}, k2={c.rerank_k2}, "
                                     f"lambda={c.rerank_lambda})")  # fmt: skip
-        records.write_atomic(out / "results.md", text)
+        files.atomic_write_text(out / "results.md", text)
         return text
 
     def pending(self, saved: list[int]) -> list[int]:
