@@ -38,12 +38,12 @@ Protocols (``PROTOCOLS``):
 ``legacy``
     The common PyTorch code bases' scoring (deep-person-reid ``eval_func``, jiyanggao/
     Video-Person-ReID) with the gallery their MARS readers build; the video papers' own test()
-    then append the queries to it (``appended``, below). The caller's gallery is the test tracklets minus the
-    queries minus pid -1 (``query_gallery_indices``). For each query, gallery items with the same
-    pid AND camera are removed; items with the same pid are matches; everything else (including
-    any pid -1 rows the caller left in) is a negative. Queries with no remaining match are
-    skipped. AP = (1/num_rel) * sum_k precision@k * rel_k; mAP and CMC are averaged over the
-    valid (non-skipped) queries only.
+    then append the queries to it (``appended``, below). The caller's gallery is the test
+    tracklets minus the queries minus pid -1 (``query_gallery_indices``). For each query, gallery
+    items with the same pid AND camera are removed; items with the same pid are matches;
+    everything else (including any pid -1 rows the caller left in) is a negative. Queries with no
+    remaining match are skipped. AP = (1/num_rel) * sum_k precision@k * rel_k; mAP and CMC are
+    averaged over the valid (non-skipped) queries only.
 
 ``appended``
     What the papers' numbers use (AP3D, BiCnet-TKS, PSTA, TF-CLIP): guxinqian/AP3D ``train.py``
@@ -81,6 +81,8 @@ camera-pair matrices (``camera_pairs.from_positions``).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -301,6 +303,12 @@ def _row_value(row: dict, key: str, cmc_index: int) -> float:
     raise ValueError(f"table row {row!r} needs {key!r} or a 'cmc' with > {cmc_index} entries")
 
 
+def format_epoch(epoch: float, digits: int = 2) -> str:
+    """An epoch as printed in tables, plots and messages: ``20`` when integral, else rounded to
+    ``digits`` decimals (``2.33``)."""
+    return str(int(epoch)) if math.isclose(epoch, round(epoch)) else str(round(epoch, digits))
+
+
 EXTRA_COLUMNS = {"Rank10": ("rank10", 9), "Rank20": ("rank20", 19), "mINP": ("mINP", None)}
 
 
@@ -309,8 +317,9 @@ def format_table(
 ) -> str:
     """Render evaluation rows as the research note's markdown table plus a line naming the protocol.
 
-    Each row needs "epoch", "mAP" and either "rank1"/"rank5" or a "cmc" array (fractions in [0, 1],
-    e.g. an ``evaluate`` result with an "epoch" key added); values print as percentages.
+    Each row needs "epoch" (printed by ``format_epoch``), "mAP" and either "rank1"/"rank5" or a
+    "cmc" array (fractions in [0, 1], e.g. an ``evaluate`` result with an "epoch" key added);
+    values print as percentages.
     ``extra`` appends columns of ``EXTRA_COLUMNS`` (Rank10 / Rank20 from "rank10" / "rank20" or
     the cmc, mINP from "mINP"); ``title`` is printed above the protocol line.
     """
@@ -350,5 +359,5 @@ def format_table(
                     "in [0, 1] (they are printed as percentages)"
                 )
         cells = " | ".join(f"{100.0 * v:.1f}%" for v in values)
-        lines.append(f"| {row['epoch']} | {cells} |")
+        lines.append(f"| {format_epoch(row['epoch'])} | {cells} |")
     return "\n".join(lines) + "\n"

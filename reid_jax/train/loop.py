@@ -320,7 +320,7 @@ def results_table(history: list[dict[str, float]], config: Any) -> str:
     for protocol in config.evals[name].protocols:
         rows = [
             {
-                "epoch": _fmt_epoch(h["epoch"]),
+                "epoch": h["epoch"],
                 "mAP": h[f"{name}/{protocol}/mAP"],
                 "rank1": h[f"{name}/{protocol}/Rank1"],
                 "rank5": h[f"{name}/{protocol}/Rank5"],
@@ -329,10 +329,6 @@ def results_table(history: list[dict[str, float]], config: Any) -> str:
         ]
         blocks.append(metrics_lib.format_table(rows, protocol))
     return "\n\n".join(blocks)
-
-
-def _fmt_epoch(epoch: float) -> int | float:
-    return int(epoch) if math.isclose(epoch, round(epoch)) else round(epoch, 2)
 
 
 def _load_history(workdir: Path) -> list[dict[str, float]]:
