@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 from reid_jax import config_base, parallel
 from reid_jax.data import builders, pipeline, prepare, sampling
+from reid_jax.evaluation.metrics import format_epoch
 from reid_jax.models.reid import make_model
 from reid_jax.train import checkpoints, optim
 from reid_jax.train import state as state_lib
@@ -114,10 +115,6 @@ def restore(manager: ocp.CheckpointManager, run: Run, step: int) -> Any:
     return state
 
 
-def _fmt(epoch: float) -> str:
-    return str(int(epoch)) if math.isclose(epoch, round(epoch)) else f"{epoch:.4g}"
-
-
 def select_steps(
     saved: list[int], spe: int, epochs: list[float] | None = None, steps: list[int] | None = None
 ) -> list[int]:
@@ -127,9 +124,9 @@ def select_steps(
         wanted = {e: round(e * spe) for e in epochs}
         missing = [e for e, s in wanted.items() if s not in saved or not math.isclose(s, e * spe)]
         if missing:
-            listed = ", ".join(f"{_fmt(s / spe)} (step {s})" for s in saved) or "none"
+            listed = ", ".join(f"{format_epoch(s / spe, 4)} (step {s})" for s in saved) or "none"
             raise ValueError(
-                f"epoch(s) {', '.join(_fmt(e) for e in missing)} not saved (an epoch is "
+                f"epoch(s) {', '.join(format_epoch(e, 4) for e in missing)} not saved (an epoch is "
                 f"{spe} steps); saved epochs: {listed}"
             )
         return sorted(set(wanted.values()))
