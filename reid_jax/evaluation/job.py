@@ -23,6 +23,7 @@ from reid_jax import files
 from reid_jax.evaluation import plots, ranked_lists, records
 from reid_jax.evaluation import restore as restore_lib
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
+from reid_jax.evaluation.metrics import format_epoch
 from reid_jax.train.writer import MetricWriter
 
 
@@ -129,7 +130,8 @@ class Job:
         positions = ranked_lists.choose_queries(self.options.ranked_queries, results[variant])
         if positions:
             out = records.eval_dir(self.workdir) / "ranked" / f"step_{step}"
-            title = f"Ranked lists, step {step} (epoch {self.run.epoch(step):g}), {variant}"
+            epoch = format_epoch(self.run.epoch(step))
+            title = f"Ranked lists, step {step} (epoch {epoch}), {variant}"
             ranked_lists.write(self.run.test_source, self.run.test_index, results[variant],
                                positions, variant.partition("+")[0], out, title)  # fmt: skip
 
@@ -214,7 +216,7 @@ def _watch(job: Job) -> None:
     if wanted and max(wanted) > final:
         raise ValueError(
             f"--watch for step(s) {sorted(s for s in wanted if s > final)}: the training ends at "
-            f"step {final} (epoch {final / spe:g})"
+            f"step {final} (epoch {format_epoch(final / spe, 4)})"
         )
     last_new = time.monotonic()
     seen: set[int] = set()
