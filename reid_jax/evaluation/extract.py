@@ -11,16 +11,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from reid_jax import parallel
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-    if x.is_fully_addressable:
-        return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def extract_features(
@@ -42,11 +35,11 @@ def extract_features(
         local = next(batches)
         meta = parallel.global_batch({"tracklet": local["tracklet"], "mask": local["mask"]}, mesh)
         out = embed_fn(state, parallel.global_batch({"clip": local["clip"]}, mesh))
-        feats = _to_host(out["features"]).astype(np.float64)
+        feats = parallel.to_host(out["features"]).astype(np.float64)
         if weights is not None and "weights" in out:
-            weights.append(_to_host(out["weights"]).astype(np.float32))
-        tracklet = _to_host(meta["tracklet"])
-        keep = _to_host(meta["mask"]) > 0
+            weights.append(parallel.to_host(out["weights"]).astype(np.float32))
+        tracklet = parallel.to_host(meta["tracklet"])
+        keep = parallel.to_host(meta["mask"]) > 0
         if sums is None:
             sums = np.zeros((num_tracklets, feats.shape[1]), np.float64)
             counts = np.zeros((num_tracklets,), np.int64)
@@ -58,9 +51,7 @@ def extract_features(
     return (sums / counts[:, None]).astype(np.float32)
 
 
-def tracklet_weights(
-    chunks: np.ndarray, weights: np.ndarray, index: Any
-) -> dict[str, np.ndarray]:
+def tracklet_weights(chunks: np.ndarray, weights: np.ndarray, index: Any) -> dict[str, np.ndarray]:
     """Per-frame fusion weights of every test chunk grouped by tracklet, as arrays for an .npz.
 
     ``chunks`` [N, 1+T] is ``pipeline.eval_chunks``'s table (tracklet, then T frame offsets;

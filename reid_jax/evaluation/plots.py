@@ -16,6 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from reid_jax import files
+from reid_jax.evaluation.metrics import format_epoch
+
 MAX_CURVES = 8  # CMC curves drawn at most (evenly picked checkpoints, the last one included)
 
 
@@ -33,7 +36,7 @@ def cmc_plot(records: list[dict[str, Any]], variant: str, path: str | Path) -> P
     for r in _pick(records, MAX_CURVES):
         cmc = 100.0 * np.asarray(r["cmc"][variant])
         mAP = 100.0 * r["metrics"][variant]["mAP"]
-        label = f"epoch {r['epoch']:g}: R1 {cmc[0]:.1f}%, mAP {mAP:.1f}%"
+        label = f"epoch {format_epoch(r['epoch'])}: R1 {cmc[0]:.1f}%, mAP {mAP:.1f}%"
         ax.plot(np.arange(1, len(cmc) + 1), cmc, marker=".", markersize=3, label=label)
     ax.set(xlabel="rank", ylabel="matching rate (%)", title=f"CMC ({variant} protocol)")
     ax.set_xlim(1, max((len(r["cmc"][variant]) for r in records), default=50))
@@ -76,7 +79,8 @@ def camera_pair_plot(record: dict[str, Any], path: str | Path) -> Path:
         ax.set_xticks(cams - 1, [f"C{c}" for c in cams])
         ax.set_yticks(cams - 1, [f"C{c}" for c in cams])
         ax.set(xlabel="gallery camera", ylabel="query camera")
-        ax.set_title(f"{'mAP' if key == 'mAP' else 'Rank-1'} (%), epoch {record['epoch']:g}")
+        name = "mAP" if key == "mAP" else "Rank-1"
+        ax.set_title(f"{name} (%), epoch {format_epoch(record['epoch'])}")
         for (i, j), v in np.ndenumerate(m):
             if np.isfinite(v):
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=8,
@@ -87,9 +91,7 @@ def camera_pair_plot(record: dict[str, Any], path: str | Path) -> Path:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return files.atomic_write(path, fig.savefig)
+    finally:
+        plt.close(fig)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from reid_jax import files
 from reid_jax.evaluation import metrics
 
 EVAL_DIR = "eval"
@@ -36,13 +37,6 @@ def settings(config: Any) -> dict[str, Any]:
     d = config.data
     data = {k: d[k] for k in ("name", "split", "test_sampling", "seq_len", "height", "width")}
     return json.loads(json.dumps({"evals": ev, "data": data}, default=list))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def record_path(workdir: str | Path, step: int) -> Path:
@@ -95,7 +89,7 @@ def _nan_to_none(a: np.ndarray) -> list:
 def save(workdir: str | Path, record: dict[str, Any]) -> Path:
     """Writes a record (atomically) and returns its path."""
     path = record_path(workdir, record["step"])
-    write_atomic(path, json.dumps(record, indent=1))
+    files.atomic_write_text(path, json.dumps(record, indent=1))
     return path
 
 
@@ -113,16 +107,11 @@ def write_csv(workdir: str | Path, records: list[dict[str, Any]]) -> Path:
     writer = csv.writer(buf)
     writer.writerow(["step", "epoch", *keys])
     for record in sorted(records, key=lambda r: r["step"]):
-        flat = flat_metrics(record)
-        writer.writerow([record["step"], f"{record['epoch']:g}", *(flat.get(k, "") for k in keys)])
+        flat, epoch = flat_metrics(record), metrics.format_epoch(record["epoch"], 6)
+        writer.writerow([record["step"], epoch, *(flat.get(k, "") for k in keys)])
     path = eval_dir(workdir) / "results.csv"
-    write_atomic(path, buf.getvalue())
+    files.atomic_write_text(path, buf.getvalue())
     return path
-
-
-def fmt_epoch(epoch: float) -> int | float:
-    """An epoch as printed in tables: integral when it is one."""
-    return int(epoch) if math.isclose(epoch, round(epoch)) else round(epoch, 2)
 
 
 def tables(records: list[dict[str, Any]], rerank: str = "") -> str:
@@ -140,7 +129,7 @@ def tables(records: list[dict[str, Any]], rerank: str = "") -> str:
             if variant in r["metrics"]:
                 m = r["metrics"][variant]
                 ranks = {k.lower(): v for k, v in m.items() if k.startswith("Rank")}
-                rows.append({"epoch": fmt_epoch(r["epoch"]), "mAP": m["mAP"], "mINP": m["mINP"],
+                rows.append({"epoch": r["epoch"], "mAP": m["mAP"], "mINP": m["mINP"],
                              **ranks})  # fmt: skip
         title = {"aqe": "After average query expansion:", "rerank": f"After re-ranking{rerank}:"}
         blocks.append(

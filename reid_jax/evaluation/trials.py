@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from reid_jax import files
 from reid_jax.data import builders, prepare
 from reid_jax.evaluation import records
 from reid_jax.evaluation.job import Options, evaluate_run
+from reid_jax.evaluation.metrics import format_epoch
 
 TRIAL_DIR = "split_{}"
 
@@ -71,7 +73,7 @@ def table(rows: list[dict[str, Any]], ids: list[int]) -> str:
                 f"{100 * row[f'{variant}/{c}'][0]:.1f} ± {100 * row[f'{variant}/{c}'][1]:.1f}%"
                 for c in cols
             )
-            lines.append(f"| {records.fmt_epoch(row['epoch'])} | {cells} |")
+            lines.append(f"| {format_epoch(row['epoch'])} | {cells} |")
         blocks.append("\n".join(lines))
     return "\n".join(blocks) + "\n"
 
@@ -83,8 +85,9 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     w = csv.writer(buf)
     w.writerow(["epoch", "trials", *(f"{k}_{s}" for k in keys for s in ("mean", "std"))])
     for row in rows:
-        w.writerow([f"{row['epoch']:g}", row["trials"], *(v for k in keys for v in row[k])])
-    records.write_atomic(path, buf.getvalue())
+        cells = [v for k in keys for v in row[k]]
+        w.writerow([format_epoch(row["epoch"], 6), row["trials"], *cells])
+    files.atomic_write_text(path, buf.getvalue())
 
 
 def evaluate_trials(
@@ -106,6 +109,6 @@ def evaluate_trials(
     out = records.eval_dir(workdir)
     write_csv(out / "trials.csv", rows)
     text = table(rows, ids)
-    records.write_atomic(out / "trials.md", text)
+    files.atomic_write_text(out / "trials.md", text)
     print(text)
     return rows

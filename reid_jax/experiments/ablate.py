@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from reid_jax import logs
+from reid_jax import files, logs
 from reid_jax.data import builders, prepare
 from reid_jax.experiments import analyze as analyze_lib
 from reid_jax.experiments import chunks as chunks_lib
@@ -126,9 +126,7 @@ def job_dir(workdir: Path, variant: Variant, seed: int, rate: float) -> Path:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    tmp.replace(path)
+    files.atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 _LABELS: dict[str, np.ndarray] = {}

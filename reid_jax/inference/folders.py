@@ -20,6 +20,7 @@ from absl import logging
 
 from reid_jax.data import transforms
 from reid_jax.data.tracklets import TrackletIndex
+from reid_jax.files import atomic_write
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -168,9 +169,7 @@ class Features:
         """Writes the .npz atomically (a temporary file, then renamed)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **dataclasses.asdict(self))
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: np.savez(tmp, **dataclasses.asdict(self)))
 
 
 def load_features(path: str | Path) -> Features:

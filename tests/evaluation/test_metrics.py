@@ -347,3 +347,11 @@ def test_format_table_two_rows():
         format_table(rows, "legacy")  # row 0 was evaluated with the official protocol
     with pytest.raises(ValueError, match="fractions"):
         format_table([{"epoch": 1, "mAP": 78.3, "rank1": 0.9, "rank5": 0.95}], "official")
+
+
+def test_format_epoch_integral_or_rounded():
+    shown = [metrics.format_epoch(e) for e in (20.0, 40, 520 / 13, 7 / 3, 0.5)]
+    assert shown == ["20", "40", "40", "2.33", "0.5"]
+    assert metrics.format_epoch(1 / 3, 4) == "0.3333"
+    row = {"epoch": 7 / 3, "mAP": 0.5, "rank1": 0.5, "rank5": 0.5}
+    assert "| 2.33 | 50.0% | 50.0% | 50.0% |" in format_table([row], "official")
