@@ -6,7 +6,9 @@ import logging as pylogging
 import os
 import sys
 
-from absl import logging
+from absl import app, flags, logging
+
+from reid_jax.config_base import ConfigError
 
 
 class QuietLibraries(pylogging.Filter):
@@ -37,3 +39,21 @@ def fail(message: str, code: int) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing (``app.run(main, flags_parser=logs.parse_flags)``), except that a
+    ``ConfigError`` raised while a ``--config`` file is read (an unknown or bad config argument,
+    ``reid_jax.config_args``) is one ``error:`` line and exit 2, not a traceback in a flag error."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        cause, seen = e.__context__, None
+        while cause is not None:  # the innermost ConfigError: its own message, no traceback
+            if isinstance(cause, ConfigError):
+                seen = cause
+            cause = cause.__context__
+        if seen is None:
+            return app.parse_flags_with_usage(argv)  # absl's own message and exit
+        fail(str(seen), 2)
+        raise  # not reached: fail exits
