@@ -8,10 +8,12 @@ See docs/datasets.md for the layout of `raw_dir`.
         --config.model.pretrained=weights/resnet50-0676ba61.pth
 """
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import base_config
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
+    parse_arg(arg, __file__)  # no arguments
     c = base_config()
     c.data.name = "duke_video"
     c.data.raw_dir = "data/duke_video"

@@ -41,14 +41,16 @@ feature, the 2x learning rate of biases (SOLVER.STAGE2.BIAS_LR_FACTOR), and the 
 U(0.02, 0.2) of the frame in RandomSizedEarser, U(0.02, 0.4) in reid_jax. Paper figure, not
 measured here: TF-CLIP itself reports 89.4 mAP / 93.0 Rank-1 on MARS.
 
-``get_config("tiny")`` is the seconds-long smoke variant used by the tests: tiny SynthMARS, a
-2-block width-32 CLIP-layout ViT at 64x32, 2 steps.
+``configs/mars_vit_b16_clip.py:tiny`` is the seconds-long smoke variant used by the tests: tiny
+SynthMARS, a 2-block width-32 CLIP-layout ViT at 64x32, 2 steps.
 """
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import base_config
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
+    a = parse_arg(arg, __file__, tiny=False)
     c = base_config()
     c.data.name = "mars"
     c.data.raw_dir = "data/MARS"
@@ -89,7 +91,7 @@ def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
     c.evals.retrieval.feature = "raw"
     c.evals.retrieval.normalize = True
     c.evals.retrieval.distance = "euclidean"
-    if arg == "tiny":
+    if a.tiny:
         c.data.name = "synth_mars"
         c.data.raw_dir = "data/synth_mars_tiny"
         c.data.data_dir = "data/tfds_tiny"

@@ -12,20 +12,22 @@ One job alone (any fusion): ``python -m reid_jax.main --config configs/synth_mar
 --workdir runs/abl_one --config.model.fusion=templet``. The ablation runner sets
 ``data.synth.corruption_rate`` and the data folders per rate (``data/synth_mars_ablation_c15``...).
 Loads ``synth_mars_demo.py`` (model, loss, optimiser and the "tiny" variant come from there) and
-changes only what is below; ``get_config("tiny")`` is the demo's tiny job with these folders.
+changes only what is below; ``:tiny`` is the demo's tiny job with these folders.
 """
 
 from pathlib import Path
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import load_config_file
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
-    c = load_config_file(Path(__file__).with_name("synth_mars_demo.py"), arg)
+    a = parse_arg(arg, __file__, tiny=False)
+    c = load_config_file(Path(__file__).with_name("synth_mars_demo.py"), "tiny" if a.tiny else "")
     c.evals.retrieval.dump_weights = True
     c.checkpoint.keep_last = 1
     c.checkpoint.every_steps = 1000  # jobs are short: save at the evaluation (the end) only
-    if arg == "tiny":
+    if a.tiny:
         c.data.raw_dir = "data/synth_mars_ablation_tiny"
         c.data.data_dir = "data/tfds_ablation_tiny"
         c.eval_every_epochs = c.num_epochs  # one evaluation, at the end, as in the full size

@@ -7,13 +7,16 @@ research note's table. The whole demo fits in ~15 minutes on 2 CPU cores.
     python -m reid_jax.main --config configs/synth_mars_demo.py --workdir runs/demo
 
 Other fusions: ``--config.model.fusion=<name>`` (see ``reid_jax.fusion.FUSIONS``).
-``get_config("tiny")`` is the test-sized variant (tiny data, ResNet-18 width 8, 64x32, few steps).
+``configs/synth_mars_demo.py:tiny`` is the test-sized variant (tiny data, ResNet-18 width 8,
+64x32, few steps).
 """
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import base_config
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
+    a = parse_arg(arg, __file__, tiny=False)
     c = base_config()
     c.data.name = "synth_mars"
     c.data.raw_dir = "data/synth_mars_demo"
@@ -37,7 +40,7 @@ def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
     c.optim.schedule = "cosine"
     c.optim.final_factor = 0.01
     c.checkpoint.every_steps = 200
-    if arg == "tiny":
+    if a.tiny:
         c.data.raw_dir = "data/synth_mars_tiny"
         c.data.data_dir = "data/tfds_tiny"
         c.data.synth.update(dict(num_ids=8, height=64, width=32, length_scale=0.05))
