@@ -3,7 +3,7 @@
 torchvision is not installed (it does not import beside our torch), so the reference ResNet is
 written here with torchvision's exact module names (conv1, bn1, layer1.0.conv1, downsample.0/1,
 fc). It gets random weights AND random BatchNorm running statistics, its state dict is saved as
-``.pth`` (torch.save) and ``.safetensors`` (numpy writer), both are imported with
+``.pth`` (torch.save) and ``.safetensors`` (``write_safetensors``), both are imported with
 ``reid_jax.models.pretrained.load_backbone``, and the final feature maps on one normalised input
 are compared: rel = max|jax - torch| / max|torch| (torch NCHW transposed to NHWC).
 

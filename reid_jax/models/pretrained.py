@@ -1,9 +1,9 @@
 """ImageNet-pretrained ResNet weights from torchvision/timm state dicts, for the Linen ResNet.
 
-Sources: a ``.safetensors`` file (read here with numpy, torch not needed), a torch pickle
-(``.pth``/``.pt``/``.bin``/``.ckpt``/``.pth.tar``, read with ``torch.load(weights_only=True)``
-when torch is installed), or an orbax checkpoint directory written by
-``python -m reid_jax.tools.import_weights``. Wrapped checkpoints ({"state_dict": ...} or
+Sources: a ``.safetensors`` file (read into numpy by the safetensors package, torch not needed),
+a torch pickle (``.pth``/``.pt``/``.bin``/``.ckpt``/``.pth.tar``, read with
+``torch.load(weights_only=True)`` when torch is installed), or an orbax checkpoint directory
+written by ``python -m reid_jax.tools.import_weights``. Wrapped checkpoints ({"state_dict": ...} or
 {"model": ...}, as timm/Lightning training scripts write) are unwrapped.
 The key rule is in reid_jax.models.resnet's docstring. Supported layouts: torchvision
 resnet18/34/50/101 and timm's plain ResNets (same names, e.g. ``resnet50.a1_in1k``), under any
@@ -22,9 +22,7 @@ ResNet's function. ``load_variables`` returns only the variables the file provid
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import pickle
 import re
 from collections.abc import Mapping
@@ -34,8 +32,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
+import safetensors
+import safetensors.numpy
 from flax import traverse_util
 
 from reid_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -43,13 +44,6 @@ from reid_jax.models.resnet import RESNETS, ResNet, make_resnet
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")  # .tar: timm's *.pth.tar
 ORBAX_FORMAT = "reid_jax.pretrained_backbone/1"  # custom_metadata["format"] of import_weights dirs
-
-# safetensors dtype code -> little-endian numpy dtype (BF16 is read as raw uint16, then widened).
-_ST_DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
-    "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
-}  # fmt: skip
-_NP_TO_ST = {np.dtype(v): k for k, v in _ST_DTYPES.items() if k != "BF16"}
 
 # Flax variable path pieces -> torchvision names.
 _MODULE_TO_TORCH = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
@@ -66,68 +60,27 @@ _DROPPED = re.compile(r"(^|\.)num_batches_tracked$|^fc\.(weight|bias)$")
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Read every tensor of a ``.safetensors`` file into numpy (BF16 widened to float32)."""
+    """Every tensor of a ``.safetensors`` file as numpy (``safetensors.numpy``; BF16, which numpy
+    reads through ml_dtypes, widened to float32). One-line errors name the path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file {path} does not exist")
-    data = path.read_bytes()
-    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-    if n < 0 or 8 + n > len(data):
-        raise ValueError(f"{path}: not a safetensors file (bad 8-byte header length)")
     try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a safetensors file (header is not JSON: {e})") from e
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: safetensors header is {type(header).__name__}, expected a dict")
-    out = {}
-    for name, info in header.items():
-        if name != "__metadata__":
-            out[name] = _st_tensor(path, data, 8 + n, name, info)
-    return out
-
-
-def _st_tensor(path: Path, data: bytes, base: int, name: str, info: Any) -> np.ndarray:
-    """Decode one safetensors header entry {dtype, shape, data_offsets} from the file bytes."""
-    try:
-        code, shape = info["dtype"], tuple(int(s) for s in info["shape"])
-        begin, end = (int(o) for o in info["data_offsets"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: malformed safetensors entry {name!r}: {info!r}") from e
-    if code not in _ST_DTYPES:
-        raise ValueError(f"{path}: tensor {name!r} has dtype {code}; supported: {list(_ST_DTYPES)}")
-    dtype = np.dtype(_ST_DTYPES[code])
-    count = math.prod(shape)
-    if end - begin != count * dtype.itemsize or begin < 0 or base + end > len(data):
-        raise ValueError(
-            f"{path}: tensor {name!r} ({code} {list(shape)}) has data_offsets [{begin}, {end}], "
-            f"inconsistent with its size or the file length {len(data)}"
-        )
-    arr = np.frombuffer(data, dtype, count, base + begin).reshape(shape)
-    if code == "BF16":
-        return (arr.astype(np.uint32) << 16).view(np.float32)
-    return arr.astype(dtype.newbyteorder("="))
+        tensors = safetensors.numpy.load_file(path)
+    except safetensors.SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    return {
+        k: v.astype(np.float32) if v.dtype == ml_dtypes.bfloat16 else v for k, v in tensors.items()
+    }
 
 
 def write_safetensors(
     path: str | Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write numpy arrays as a ``.safetensors`` file (no torch); used by tests and converters."""
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    chunks, offset = [], 0
-    for name in sorted(tensors):
-        arr = np.asarray(tensors[name])
-        code = _NP_TO_ST.get(arr.dtype.newbyteorder("<"))
-        if code is None:
-            raise ValueError(f"tensor {name!r} has dtype {arr.dtype}; writable: {list(_NP_TO_ST)}")
-        raw = np.ascontiguousarray(arr, arr.dtype.newbyteorder("<")).tobytes()
-        offsets = [offset, offset + len(raw)]
-        header[name] = {"dtype": code, "shape": list(arr.shape), "data_offsets": offsets}
-        chunks.append(raw)
-        offset += len(raw)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # the format allows space padding; keeps data 8-byte aligned
-    Path(path).write_bytes(len(head).to_bytes(8, "little") + head + b"".join(chunks))
+    """Write numpy arrays as a ``.safetensors`` file (``safetensors.numpy.save_file``, made
+    contiguous first: it writes a strided array's memory as is); used by tests and benchmarks."""
+    arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}
+    safetensors.numpy.save_file(arrays, str(path), dict(metadata) if metadata else None)
 
 
 def read_torch(path: str | Path) -> dict[str, np.ndarray]:

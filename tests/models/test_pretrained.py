@@ -79,17 +79,22 @@ def test_safetensors_reader_on_hand_built_file(tmp_path):
     assert out["b"].dtype == np.float32 and out["b"].tolist() == [1.0, -2.0]
     assert out["c"].shape == () and int(out["c"]) == 42
 
-    path.write_bytes(len(head).to_bytes(8, "little") + head + body[:-1])  # truncated data
-    with pytest.raises(ValueError, match="'c'.*data_offsets"):
-        pretrained.read_safetensors(path)
-    path.write_bytes((10**6).to_bytes(8, "little") + b"{}")
-    with pytest.raises(ValueError, match="header length"):
-        pretrained.read_safetensors(path)
+    for bad in (body[:-1], body + b"x"):  # truncated data, trailing bytes
+        path.write_bytes(len(head).to_bytes(8, "little") + head + bad)
+        with pytest.raises(ValueError, match=f"^{path}: not a readable safetensors file .*cover"):
+            pretrained.read_safetensors(path)
+    for bad in ((10**6).to_bytes(8, "little") + b"{}", b"plain text, not tensors", b""):
+        path.write_bytes(bad)
+        with pytest.raises(ValueError, match=f"^{path}: not a readable safetensors file .*header"):
+            pretrained.read_safetensors(path)
+    with pytest.raises(FileNotFoundError, match=f"^safetensors file {tmp_path} does not exist"):
+        pretrained.read_safetensors(tmp_path)  # a directory
 
 
 def test_safetensors_writer_round_trip_and_alignment(tmp_path):
     tensors = {
         "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "t": np.arange(6, dtype=np.float64).reshape(2, 3).T,  # strided: written as its values
         "h": np.array([0.5, -1], np.float16),
         "n": np.array(3, np.int64),
         "m": np.array([True, False]),
@@ -132,9 +137,7 @@ def test_key_mapping_without_torch(r18_file):
         p["layer2_0"]["downsample_conv"]["kernel"][0, 0],
         t("layer2.0.downsample.0.weight")[:, :, 0, 0].T,
     )
-    np.testing.assert_array_equal(
-        s["layer4_1"]["bn2"]["var"], t("layer4.1.bn2.running_var")
-    )
+    np.testing.assert_array_equal(s["layer4_1"]["bn2"]["var"], t("layer4.1.bn2.running_var"))
     np.testing.assert_array_equal(
         p["layer3_0"]["downsample_bn"]["bias"], t("layer3.0.downsample.1.bias")
     )
