@@ -20,17 +20,19 @@ about 2.5 mAP lower (see the paper's ablation table). Not measured here.
 Differences kept: reid_jax's BNNeck has no shift and its classifier no bias (AP3D's BatchNorm1d
 and Linear have both); AP3D's ``test()`` during training uses the first 4 frames
 (``TemporalBeginCrop``) and its ``test-all.py`` all frames, as reid_jax does
-(``data.test_sampling="all"``). ``get_config("tiny")`` is the smoke variant of mars_r50_tp.py.
+(``data.test_sampling="all"``). ``:tiny`` is the smoke variant of mars_r50.py.
 """
 
 from pathlib import Path
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import load_config_file
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
-    """AP3D's C2D recipe ("" or "tiny", as mars_r50_tp.py)."""
-    c = load_config_file(Path(__file__).with_name("mars_r50_tp.py"), arg)
+    """AP3D's C2D recipe (``tiny``: the smoke variant of mars_r50.py)."""
+    a = parse_arg(arg, __file__, tiny=False)
+    c = load_config_file(Path(__file__).with_name("mars_r50.py"), "tiny" if a.tiny else "")
     c.data.seq_len = 4  # train.py --seq_len 4
     c.data.frame_sampler, c.data.sample_stride = "strided", 8  # TemporalRandomCrop(4, stride=8)
     c.data.epoch = "tracklets"  # RandomIdentitySampler: every training tracklet once
@@ -53,6 +55,6 @@ def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
     c.evals.retrieval.feature = "bn"  # test(): model.module.bn(feat)
     c.evals.retrieval.distance = "cosine"  # test(): args.distance == "cosine"
     c.checkpoint.best_metric = "retrieval/appended/mAP"
-    if arg == "tiny":
+    if a.tiny:
         c.num_steps = 2
     return c

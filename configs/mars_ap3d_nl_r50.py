@@ -13,18 +13,20 @@ non-local blocks end in a zero-scale BatchNorm, so with ImageNet weights step 0 
 
 Published: the AP3D paper (Gu et al. ECCV 2020; MARS, queries appended to the gallery) reports
 AP3D with non-local blocks as a further variant; its number is not quoted here (see the paper's
-tables). Not measured here. ``get_config("tiny")``: ResNet-18, non-local after 2.1 and 3.1.
+tables). Not measured here. ``:tiny``: ResNet-18, non-local after 2.1 and 3.1.
 """
 
 from pathlib import Path
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import load_config_file
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
-    """AP3D-NL's recipe ("" or "tiny", as mars_ap3d_r50.py)."""
-    c = load_config_file(Path(__file__).with_name("mars_ap3d_r50.py"), arg)
+    """AP3D-NL's recipe (``tiny``: as mars_ap3d_r50.py)."""
+    a = parse_arg(arg, __file__, tiny=False)
+    c = load_config_file(Path(__file__).with_name("mars_ap3d_r50.py"), "tiny" if a.tiny else "")
     c.model.temporal.nonlocal_blocks = "2.1,2.3,3.1,3.3,3.5"  # nl_idx = [[],[1, 3],[1, 3, 5],[]]
-    if arg == "tiny":
+    if a.tiny:
         c.model.temporal.nonlocal_blocks = "2.1,3.1"
     return c

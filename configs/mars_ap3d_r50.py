@@ -17,23 +17,25 @@ into it unchanged (the temporal kernels start at zero, so step 0 is the C2D mode
 Published (AP3D paper, Gu et al. ECCV 2020; MARS, queries appended to the gallery = reid_jax's
 ``appended`` protocol, all frames at test time): 85.1 mAP / 90.1 Rank-1. Not measured here.
 Differences from the authors' code: those of mars_ap3d_c2d_r50.py (no BNNeck shift / classifier
-bias). ``get_config("tiny")``: the smoke variant on ResNet-18, AP3D's rule ("2.0,3.0").
+bias). ``:tiny``: the smoke variant on ResNet-18, AP3D's rule ("2.0,3.0").
 """
 
 from pathlib import Path
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import load_config_file
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
-    """AP3D's recipe ("" or "tiny", as mars_ap3d_c2d_r50.py)."""
-    c = load_config_file(Path(__file__).with_name("mars_ap3d_c2d_r50.py"), arg)
+    """AP3D's recipe (``tiny``: as mars_ap3d_c2d_r50.py, on ResNet-18)."""
+    a = parse_arg(arg, __file__, tiny=False)
+    c = load_config_file(Path(__file__).with_name("mars_ap3d_c2d_r50.py"), "tiny" if a.tiny else "")
     c.model.temporal.kind = "ap3d"  # ResNet503D(..., AP3D.APP3DC, ...)
     c.model.temporal.blocks = "2.0,2.2,3.0,3.2,3.4"  # c3d_idx = [[],[0, 2],[0, 2, 4],[]]
     c.model.temporal.nonlocal_blocks = ""  # nl_idx = [[],[],[],[]]
     c.model.temporal.time_dim = 3  # APP3DC(time_dim=3)
     c.model.temporal.temperature = 4.0  # ResNet503D(temperature=4)
     c.model.temporal.contrastive_att = True  # ResNet503D(contrastive_att=True)
-    if arg == "tiny":
+    if a.tiny:
         c.model.temporal.blocks = "2.0,3.0"  # ResNet-18 has 2 blocks per stage
     return c

@@ -24,17 +24,19 @@ frames of each tracklet (``data.test_sampling="all"``).
 Published numbers to compare with (not measured here): no paper reports this exact recipe; the
 video papers' ResNet-50 baselines on MARS are in the low-to-mid 80s mAP under the ``appended``
 protocol (e.g. the C2D baseline of the AP3D paper, ``mars_ap3d_c2d_r50.py``), printed here as
-``appended``. ``get_config("tiny")`` is the smoke variant of ``mars_r50_tp.py``.
+``appended``. ``:tiny`` is the smoke variant of ``mars_r50.py``.
 """
 
 from pathlib import Path
 
+from reid_jax.config_args import parse_arg
 from reid_jax.config_base import load_config_file
 
 
 def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
-    """The BoT video recipe ("" or "tiny", as mars_r50_tp.py)."""
-    c = load_config_file(Path(__file__).with_name("mars_r50_tp.py"), arg)
+    """The BoT video recipe (``tiny``: the smoke variant of mars_r50.py)."""
+    a = parse_arg(arg, __file__, tiny=False)
+    c = load_config_file(Path(__file__).with_name("mars_r50.py"), "tiny" if a.tiny else "")
     c.data.seq_len = 8  # PSTA softmax_triplet.yml DATASETS.SEQ_LEN
     c.data.frame_sampler = "restricted_random"  # PSTA TRAIN_SAMPLE_METHOD "Random_interval"
     c.data.p, c.data.k = 8, 4  # SEQS_PER_BATCH 32, NUM_INSTANCE 4
@@ -55,6 +57,6 @@ def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
     c.evals.retrieval.normalize = True  # TEST.FEAT_NORM "yes"
     c.evals.retrieval.distance = "cosine"  # PSTA --test_distance cosine
     c.checkpoint.best_metric = "retrieval/appended/mAP"
-    if arg == "tiny":
+    if a.tiny:
         c.data.seq_len, c.num_steps = 4, 2
     return c

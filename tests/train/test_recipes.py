@@ -52,7 +52,7 @@ def test_synthmars_keeps_random_init():
 def test_cli_refuses_before_preparing_data(tmp_path):
     data_dir = tmp_path / "tfds"
     proc = subprocess.run(
-        [sys.executable, "-m", "reid_jax.main", "--config", str(ROOT / "configs/mars_r50_tp.py"),
+        [sys.executable, "-m", "reid_jax.main", "--config", str(ROOT / "configs/mars_r50.py"),
          "--workdir", str(tmp_path / "run"), f"--config.data.raw_dir={tmp_path / 'MARS'}",
          f"--config.data.data_dir={data_dir}"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
