@@ -12,24 +12,18 @@ from pathlib import Path
 import ml_collections
 from ml_collections import config_dict
 
-# The options of the fusions in reid_jax.fusion (module fields) and their types.
-FUSION_OPTION_TYPES = {
-    "alpha_max": float,  # templet, two_branch
-    "combine": str,  # two_branch
-    "hidden": int,  # temporal_attention, lstm
-    "iterations": int,  # cosine_center, two_branch
-    "kernel_size": int,  # temporal_conv
-    "learn_tau": bool,  # cosine_center, two_branch
-    "mode": str,  # cosine_center, two_branch
-    "per_channel": bool,  # templet, two_branch
-    "reduction": int,  # templet, two_branch
-    "refine": bool,  # templet, two_branch
-    "rescale": bool,  # templet, two_branch
-    "score_relu": bool,  # temporal_attention
-    "tau": float,  # cosine_center, two_branch
-    "temporal_kernel": int,  # temporal_attention
-    "weighting": str,  # cosine_center, two_branch
-}
+from reid_jax import fusion
+
+
+def fusion_placeholders(table: dict) -> ml_collections.ConfigDict:
+    """``config.model.fusion_kwargs``: an unset placeholder of its type for every option of the
+    fusions' option table (``reid_jax.fusion.option_table``), a sub-dict for a branch's options."""
+    return ml_collections.ConfigDict(
+        {
+            k: fusion_placeholders(t) if isinstance(t, dict) else config_dict.placeholder(t)
+            for k, t in table.items()
+        }
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -80,11 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.last_stride = 1
     c.model.fusion = "mean"
     c.model.spatial_pool = "avg"  # or "max": each frame map max-pooled before the fusion (AP3D)
-    # Every option of every fusion, unset (None = the fusion's own default); set only those of
-    # the chosen fusion, e.g. --config.model.fusion_kwargs.tau=0.1. See docs/fusion.md.
-    c.model.fusion_kwargs = ml_collections.ConfigDict(
-        {k: config_dict.placeholder(t) for k, t in FUSION_OPTION_TYPES.items()}
-    )
+    # Every option of every fusion (the modules' fields), unset (None = the fusion's own
+    # default); set only those of the chosen fusion, e.g. --config.model.fusion_kwargs.tau=0.1,
+    # two_branch's as --config.model.fusion_kwargs.appearance.tau=0.1. See docs/fusion.md.
+    c.model.fusion_kwargs = fusion_placeholders(fusion.option_table())
     c.model.dtype = "float32"
     # Temporal layers inside a ResNet (docs/models.md): kind "none" (C2D: frames independent),
     # "c3d" (3x1x1 residual temporal conv, AP3D's P3D-C), "i3d" (3x3x3 inflated conv) or "ap3d"
@@ -227,7 +220,8 @@ PROBABILITIES = ("data.flip_p", "data.erase_p")
 
 def check_ranges(config: ml_collections.ConfigDict) -> None:
     """ConfigError naming the first numeric key outside the range that can run (``RANGES``), a
-    probability outside [0, 1], a non-positive learning rate, or a duration with no step."""
+    probability outside [0, 1], a non-positive learning rate, a duration with no step, or an
+    unknown fusion or fusion option (``check_fusion``)."""
 
     def get(key: str):
         node = config
@@ -253,6 +247,20 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
             f"config.num_epochs={config.num_epochs!r} gives no training step (config.num_steps="
             f"-1): expected > 0"
         )
+    check_fusion(config)
+
+
+def check_fusion(config: ml_collections.ConfigDict) -> None:
+    """ConfigError naming a ``model.fusion`` that is not registered, or a set option of
+    ``model.fusion_kwargs`` that the chosen fusion (or its branch) does not take, with the
+    accepted names: before data preparation, not at model construction."""
+    name = config.model.fusion
+    if name not in fusion.FUSIONS:
+        raise ConfigError(f"config.model.fusion={name!r}: expected one of {sorted(fusion.FUSIONS)}")
+    try:
+        fusion.resolve_options(name, config.model.fusion_kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def pretrained_weights(config: ml_collections.ConfigDict) -> str:

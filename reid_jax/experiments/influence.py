@@ -86,8 +86,7 @@ def model_fuse(config: Any, state: Any) -> Fuse:
     """The run's own fusion (and BNNeck when retrieval uses it) as ``Fuse`` on numpy maps."""
     from reid_jax.experiments.chunks import bnneck  # noqa: PLC0415
 
-    kwargs = {k: v for k, v in config.model.get("fusion_kwargs", {}).items() if v is not None}
-    module = make_fusion(config.model.fusion, **kwargs)
+    module = make_fusion(config.model.fusion, **config.model.fusion_kwargs)
     variables = {"params": state.params.get("fusion", {})}
     apply = jax.jit(lambda v, m: module.apply(v, m, False))
     use_bn = config.evals.retrieval.feature == "bn"

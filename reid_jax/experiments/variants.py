@@ -1,11 +1,12 @@
 """Ablation variants as strings: ``fusion[:option=value[:option=value...]]``.
 
 ``cosine_center:tau=0.1:weighting=angle`` is the cosine-to-centre fusion with two options set;
-values are typed by ``config_base.FUSION_OPTION_TYPES`` so a variant is exactly what
-``--config.model.fusion_kwargs.<option>=<value>`` would give one training job. The pseudo-option
-``backbone=<preset>`` (reid_jax.models.inflated.PRESETS: c2d, c3d, i3d, ap3d, ap3d_nl, c2d_nl)
-sets ``config.model.temporal`` by AP3D's placement rule for the config's arch instead:
-``mean:backbone=ap3d`` is temporal average pooling on an AP3D backbone.
+values are typed by the fusion module's fields (``fusion.option_types``) so a variant is exactly
+what ``--config.model.fusion_kwargs.<option>=<value>`` would give one training job; a branch's
+options are dotted as there (``two_branch:appearance.tau=0.1:motion.rescale=true``). The
+pseudo-option ``backbone=<preset>`` (reid_jax.models.inflated.PRESETS: c2d, c3d, i3d, ap3d,
+ap3d_nl, c2d_nl) sets ``config.model.temporal`` by AP3D's placement rule for the config's arch
+instead: ``mean:backbone=ap3d`` is temporal average pooling on an AP3D backbone.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from reid_jax.config_base import FUSION_OPTION_TYPES
-from reid_jax.fusion import fusion_options
+from reid_jax.fusion import option_paths, option_types
 from reid_jax.models import inflated
 from reid_jax.models.resnet import RESNETS
 
@@ -36,8 +36,7 @@ class Variant:
         return self.label.replace(":", "-")
 
 
-def _typed(option: str, text: str, where: str) -> Any:
-    kind = FUSION_OPTION_TYPES[option]
+def _typed(option: str, kind: type, text: str, where: str) -> Any:
     if kind is bool:
         if text.lower() in _TRUE:
             return True
@@ -57,7 +56,7 @@ def parse_variant(text: str) -> Variant:
     where = f"variant {text!r}"
     fusion, *parts = text.strip().split(":")
     try:
-        accepted = fusion_options(fusion)
+        accepted = option_paths(option_types(fusion))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     options, backbone = {}, ""
@@ -71,12 +70,12 @@ def parse_variant(text: str) -> Variant:
                                  f"{sorted(inflated.PRESETS)})")  # fmt: skip
             backbone = value
             continue
-        if key not in accepted or key not in FUSION_OPTION_TYPES:
+        if key not in accepted:
             raise ValueError(f"{where}: fusion {fusion!r} has no option {key!r}; its options "
-                             f"are {sorted(set(accepted) & set(FUSION_OPTION_TYPES))}")  # fmt: skip
+                             f"are {sorted(accepted)}")  # fmt: skip
         if key in options:
             raise ValueError(f"{where}: option {key!r} given twice")
-        options[key] = _typed(key, value, where)
+        options[key] = _typed(key, accepted[key], value, where)
     options = tuple(sorted(options.items()))
     return Variant(label=text.strip(), fusion=fusion, options=options, backbone=backbone)
 
@@ -103,5 +102,9 @@ def apply_variant(config: Any, variant: Variant) -> None:
                              f"not config.model.arch={config.model.arch!r}")  # fmt: skip
         stage_sizes = RESNETS[config.model.arch].keywords["stage_sizes"]
         config.model.temporal.update(inflated.preset(variant.backbone, stage_sizes))
-    for key, value in variant.options:
-        setattr(config.model.fusion_kwargs, key, value)
+    for key, value in variant.options:  # "appearance.tau": fusion_kwargs.appearance.tau
+        *branches, option = key.split(".")
+        node = config.model.fusion_kwargs
+        for name in branches:
+            node = node[name]
+        setattr(node, option, value)

@@ -4,13 +4,34 @@ Everything here is pure ``jnp`` and runs in float32; the fusions cast backbone m
 bfloat16) to float32 before using these helpers.
 """
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 EPS = 1e-6  # norm floor: vectors shorter than this count as zero vectors
+
+# A fusion module field holding another fusion's options (a "branch"): its metadata names the
+# branch's module class, from which the registry derives the branch's options (fusion.option_types).
+BRANCH = "fusion_branch"
+# A branch's options: a dict, or (key, value) pairs (hashable, as config-built models hold them).
+Options = Mapping[str, Any] | tuple[tuple[str, Any], ...]
+
+
+def branch(module: type) -> Any:
+    """A module field for the options of the sub-fusion ``module`` (unset: its defaults); a config
+    gives them as a sub-dict, e.g. ``fusion_kwargs.appearance.tau``."""
+    return dataclasses.field(default=(), metadata={BRANCH: module})
+
+
+def make_branch(parent: Any, field: str) -> Any:
+    """The sub-fusion of ``parent``'s branch field ``field``, named ``field`` (call it inside
+    ``parent``'s compact method): the field's declared module with the field's options."""
+    module = parent.__dataclass_fields__[field].metadata[BRANCH]
+    return module(**dict(getattr(parent, field)), name=field)
 
 
 def safe_norm(x: jax.Array, axis: int = -1, eps: float = EPS) -> jax.Array:

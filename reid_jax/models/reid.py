@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from reid_jax.fusion import FUSIONS, make_fusion
+from reid_jax.fusion import FUSIONS, make_fusion, resolve_options
 from reid_jax.models import inflated, pretrained, vit_import
 from reid_jax.models.resnet import BN_EPSILON, BN_MOMENTUM, RESNETS, make_resnet
 from reid_jax.models.vit import VITS, grid_size, make_vit
@@ -32,7 +32,7 @@ class ReIDModel(nn.Module):
 
     aux holds "features" (fused, pre-BNNeck, [B,D] f32), "bn_features" (post-BNNeck, [B,D] f32)
     and the fusion's own aux entries (e.g. "weights" [B,T]). ``fusion_kwargs`` is a tuple of
-    (key, value) pairs so the module stays hashable.
+    (key, value) pairs so the module stays hashable (``fusion.resolve_options`` makes them).
     """
 
     num_classes: int
@@ -158,16 +158,16 @@ def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReI
         )
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes}; expected a positive integer")
-    fusion_kwargs = config_model.get("fusion_kwargs", None) or {}
-    if isinstance(fusion_kwargs, ml_collections.ConfigDict):
-        fusion_kwargs = fusion_kwargs.to_dict()
+    fusion_kwargs = resolve_options(
+        config_model.fusion, config_model.get("fusion_kwargs", None) or {}
+    )
     return ReIDModel(
         num_classes=int(num_classes),
         arch=config_model.arch,
         width=int(config_model.width),
         last_stride=int(config_model.last_stride),
         fusion=config_model.fusion,
-        fusion_kwargs=tuple(sorted(_freeze(fusion_kwargs).items())),
+        fusion_kwargs=tuple(sorted(fusion_kwargs.items())),
         dtype=DTYPES[config_model.dtype],
         zero_init_residual=bool(config_model.get("zero_init_residual", False)),
         spatial_pool=config_model.spatial_pool,
@@ -206,8 +206,3 @@ def _vit_fields(config_model: ml_collections.ConfigDict) -> dict[str, Any]:
         "vit_tokens": vit.tokens,
         "import_options": tuple(sorted(options.items())),
     }
-
-
-def _freeze(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Turn list values (from configs) into tuples so the module fields stay hashable."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}

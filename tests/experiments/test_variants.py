@@ -4,6 +4,7 @@ import pytest
 
 from reid_jax.config_base import base_config
 from reid_jax.experiments.variants import apply_variant, parse_variant, parse_variants
+from reid_jax.models.reid import make_model
 
 
 def test_parse_plain_and_options():
@@ -48,3 +49,25 @@ def test_apply_variant_sets_only_its_options():
     assert c.model.fusion == "cosine_center"
     assert c.model.fusion_kwargs.tau == 0.1
     assert c.model.fusion_kwargs.mode is None
+
+
+def test_branch_options_are_dotted_typed_and_set_in_their_sub_dict():
+    v = parse_variant("two_branch:appearance.tau=0.1:motion.rescale=true:combine=sum")
+    assert dict(v.options) == {"appearance.tau": 0.1, "motion.rescale": True, "combine": "sum"}
+    c = base_config()
+    c.lock()
+    apply_variant(c, v)
+    assert c.model.fusion_kwargs.appearance.tau == 0.1
+    assert c.model.fusion_kwargs.motion.rescale is True
+    assert c.model.fusion_kwargs.tau is None and c.model.fusion_kwargs.rescale is None
+    assert make_model(c.model, num_classes=3).fusion_kwargs == (
+        ("appearance", (("tau", 0.1),)),
+        ("combine", "sum"),
+        ("motion", (("rescale", True),)),
+    )
+
+
+@pytest.mark.parametrize("text", ["two_branch:tau=0.1", "two_branch:appearance=1"])
+def test_branch_options_need_their_branch(text):
+    with pytest.raises(ValueError, match="its options are \\['appearance.iterations'"):
+        parse_variant(text)

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reid_jax.config_base import FUSION_OPTION_TYPES, base_config
-from reid_jax.fusion import FUSIONS, fusion_options, make_fusion
+from reid_jax.config_base import base_config
+from reid_jax.fusion import FUSIONS, fusion_options, make_fusion, option_table
 from reid_jax.fusion.two_branch import combine_branches
 from reid_jax.models.reid import make_model
 from reid_jax.train.step import weight_stats
@@ -114,7 +114,7 @@ def test_mean_and_flat_cosine_are_permutation_invariant(kwargs, dtype, init_appl
 
 def test_config_options_match_the_fusions_and_override_when_locked():
     union = set().union(*(fusion_options(name) for name in FUSIONS))
-    assert set(FUSION_OPTION_TYPES) == union
+    assert set(option_table()) == union
     c = base_config()
     c.lock()
     c.model.fusion = "cosine_center"
