@@ -294,7 +294,7 @@ def pretrained_weights(config: ml_collections.ConfigDict) -> str:
 def load_config_file(spec: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
     """``get_config(arg)`` of a config file, read as ``--config`` reads it: ``spec`` is
     ``path.py`` or ``path.py:arg`` (``arg`` given here wins). Config files that build on another
-    one (``mars_r50_<fusion>.py`` on ``mars_r50_tp.py``) load it with this, so they cannot drift."""
+    one (``mars_r50_bot.py`` on ``mars_r50.py``) load it with this, so they cannot drift."""
     path, _, spec_arg = str(spec).partition(":")
     arg = spec_arg if arg is None else arg
     if not Path(path).is_file():
