@@ -13,8 +13,8 @@ from reid_jax.config_base import ConfigError, base_config, load_config_file
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
 # model.fusion and the set options of model.fusion_kwargs of each former
-# configs/mars_r50_<name>.py, copied by hand from those files (mars_r50_tp.py set none) before they
-# became configs/mars_r50.py:fusion=<name>.
+# configs/mars_r50_<name>.py, copied by hand from those files at commit 6ad1f50 (mars_r50_tp.py set
+# none; two_branch as item 4 of issue 14 nested it), before they became mars_r50.py:fusion=<name>.
 COSINE_CENTER = {"tau": 1.0, "learn_tau": False, "mode": "pairwise", "weighting": "softmax",
                  "iterations": 0}  # fmt: skip
 TEMPLET = {"alpha_max": 10.0, "per_channel": False, "refine": True, "reduction": 4}
