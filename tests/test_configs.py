@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reid_jax.config_base import ConfigError, base_config, load_config_file
+from reid_jax.config_base import ConfigError, base_config, check_ranges, load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
@@ -114,8 +114,8 @@ def test_mars_r50_default_is_the_research_recipe():
 
 @pytest.mark.parametrize("name", FORMER_FILES)
 def test_mars_r50_fusion_argument_reproduces_the_former_file(name):
-    """``fusion=<name>`` sets what configs/mars_r50_<name>.py set, and nothing else differs from
-    the default recipe (with ``tiny``: from the tiny recipe)."""
+    """``fusion=<name>`` sets what configs/mars_r50_<name>.py set, options the fusion takes (the
+    config check passes), and nothing else differs from the default (``tiny``: the tiny) recipe."""
     path = ROOT / "configs" / "mars_r50.py"
 
     def rest(c):
@@ -127,6 +127,7 @@ def test_mars_r50_fusion_argument_reproduces_the_former_file(name):
         assert cfg.model.fusion == fusion
         assert {k: v for k, v in _flat(cfg.model.fusion_kwargs).items() if v is not None} == kwargs
         assert rest(cfg) == rest(load_config_file(path, tiny.lstrip(",")))
+        check_ranges(cfg)
 
 
 def test_load_config_file_reads_path_and_arg_like_the_config_flag(tmp_path):
