@@ -107,6 +107,29 @@ def _check_process_count(step_dir: Path) -> None:
         )
 
 
+def _path(path: tuple) -> str:
+    """A pytree path as ``params.backbone.conv1.kernel`` (dataclass fields, dict keys, indices)."""
+    return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
+def _shape_mismatch(step_dir: Path, abstract_state: TrainState) -> str | None:
+    """What differs between the step's saved array shapes (its metadata, no array is read) and
+    the abstract state's, or None. Checked before restoring: a failed read of another model's
+    arrays leaves orbax's reader threads printing tracebacks after the error."""
+    with ocp.StandardCheckpointer() as ckptr:
+        saved_tree = ckptr.metadata(step_dir / "state").item_metadata
+    flat = jax.tree_util.tree_flatten_with_path
+    saved = {_path(p): tuple(m.shape) for p, m in flat(saved_tree)[0]}
+    wanted = {_path(p): tuple(a.shape) for p, a in flat(abstract_state)[0]}
+    diffs = [f"{k} is {saved[k]} there, {wanted[k]} here" for k in wanted if k in saved
+             and saved[k] != wanted[k]]  # fmt: skip
+    diffs += [f"{k} is not in the checkpoint" for k in wanted if k not in saved]
+    diffs += [f"{k} is only in the checkpoint" for k in saved if k not in wanted]
+    if not diffs:
+        return None
+    return f"{len(diffs)} array(s) differ, first {diffs[0]}"
+
+
 def _restore_step(manager, abstract_state, data_iter, step: int) -> TrainState:
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
@@ -145,7 +168,8 @@ def restore(
     (a file missing or unreadable while an older step reads) is reported by path, renamed
     ``<step>.damaged`` and the run continues from the newest intact step; it never restarts from
     scratch silently. A checkpoint written by another number of processes, or for another model
-    (every step fails alike), is a ``CheckpointError`` that says so. A given ``step`` is restored
+    (its saved array shapes, read from the metadata, differ from the config's; or every step
+    fails alike), is a ``CheckpointError`` that says so. A given ``step`` is restored
     or fails with its reason (FileNotFoundError if it does not exist, e.g. deleted meanwhile).
     """
     directory = Path(manager.directory)
@@ -164,6 +188,16 @@ def restore(
         if missing:
             damaged.append((s, "missing " + ", ".join(missing)))
             continue
+        try:
+            mismatch = _shape_mismatch(step_dir, abstract_state)
+        except Exception as e:  # noqa: BLE001 (unreadable metadata: damage, as below)
+            damaged.append((s, _why(e)))
+            continue
+        if mismatch is not None:
+            raise CheckpointError(
+                f"checkpoint {step_dir} does not match this config's model (use the run's own "
+                f"config and overrides): {mismatch}"
+            )
         try:
             state = _restore_step(manager, abstract_state, data_iter, s)
         except Exception as e:  # noqa: BLE001 (damage if an older step reads, else mismatch)

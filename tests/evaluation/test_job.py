@@ -167,8 +167,9 @@ def test_cli_another_models_config_is_one_line(trained, tiny_data):
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "does not match this config's model" in errors[0]
-    assert "Traceback" not in proc.stderr
+    assert len(errors) == 1 and "does not match this config's model" in errors[0], proc.stderr
+    assert "params.backbone.bn1.bias is (8,) there, (16,) here" in errors[0]  # width 8 vs 16
+    assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_trials_report_mean_and_std(trained, tmp_path):

@@ -55,8 +55,11 @@ def test_restore_into_another_model_names_the_checkpoint(tmp_path):
     other = TrainState(
         step=jnp.zeros((), jnp.int32), params={"w": jnp.zeros((5,))}, batch_stats={}, opt_state=()
     )
-    with pytest.raises(ValueError, match=r"checkpoints/7 does not match"):
+    with pytest.raises(ValueError, match=r"checkpoints/7 does not match") as info:
         checkpoints.restore(manager, other, None)
+    # Read from the metadata, no array restored: the saved w has 3 entries, this model's 5.
+    assert "1 array(s) differ, first params.w is (3,) there, (5,) here" in str(info.value)
+    assert sorted(manager.all_steps()) == [2, 7]  # nothing set aside as damaged
 
 
 def test_restore_of_an_unsaved_step_lists_the_saved_ones(tmp_path):
