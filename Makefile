@@ -47,9 +47,11 @@ ablation: $(STAMP)
 	$(PY) -m reid_jax.experiments.ablate --base configs/synth_mars_ablation.py \
 		--workdir $(ABLATION_DIR) $(ABLATION_FLAGS)
 
-# pytest exits 5 when it collects no test: that is not a failure of the suite.
+# pytest exits 5 when it collects no test: that is not a failure of the suite. TEST_WORKERS
+# xdist workers, each taking whole files (a file's fixtures are built once); 2 = CI's cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)-torch
-	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 clean-demo:
