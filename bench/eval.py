@@ -41,8 +41,8 @@ from reid_jax.config_base import base_config
 from reid_jax.data import mars, pipeline
 from reid_jax.data.mars_lengths import sample_lengths
 from reid_jax.evaluation import extract, metrics
+from reid_jax.models import embed as embed_lib
 from reid_jax.models.reid import make_model
-from reid_jax.train import step as step_lib
 from reid_jax.train.state import TrainState
 
 
@@ -291,7 +291,7 @@ def bench_extract(args: argparse.Namespace, test: SimpleNamespace) -> list[list[
         jax.numpy.zeros((), jax.numpy.int32), variables["params"], variables["batch_stats"], None
     )
     embed = jax.jit(
-        functools.partial(step_lib.embed_step, model=model, feature="bn"),
+        functools.partial(embed_lib.embed_step, model=model, feature="bn"),
         out_shardings=parallel.batch_sharding(mesh),
     )
     rng = np.random.default_rng(0)

@@ -26,14 +26,14 @@ import simplejpeg
 
 from reid_jax import parallel
 from reid_jax.config_base import base_config
-from reid_jax.data import pipeline, sampling
+from reid_jax.data import sampling
 from reid_jax.data.mars_lengths import sample_lengths
 from reid_jax.data.tracklets import TrackletIndex
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
+from reid_jax.models import embed as embed_lib
 from reid_jax.models.reid import make_model
 from reid_jax.train import optim
 from reid_jax.train import state as state_lib
-from reid_jax.train import step as step_lib
 
 MODELS = {
     "demo": dict(arch="resnet18", width=16, height=128, width_px=64),
@@ -68,7 +68,7 @@ def model_fps(cfg, model, state, calls: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (d.test_batch_size, d.seq_len, d.height, d.width, 3), np.uint8)
     out = {}
-    for label, fn in (("plain", step_lib.embed_step), ("flip", _flip_embed)):
+    for label, fn in (("plain", embed_lib.embed_step), ("flip", _flip_embed)):
         f = jax.jit(functools.partial(fn, model=model, feature="bn"))
         jax.block_until_ready(f(state, {"clip": clip}))
         t0 = time.perf_counter()
@@ -117,13 +117,13 @@ def end_to_end(cfg, model, state, tracklets: int) -> dict[str, float]:
     source = MemorySource(int(full.length.sum()), cfg.data.height, cfg.data.width)
     ev = RetrievalEvaluator(
         cfg.evals.retrieval, model=model, source=source, index=sub, data_cfg=cfg.data,
-        mesh=parallel.make_mesh(cfg.mesh), process=pipeline.ProcessSlice(),
+        mesh=parallel.make_mesh(cfg.mesh), process=parallel.ProcessSlice(),
     )  # fmt: skip
     small = TrackletIndex(**{k: getattr(sub, k)[:2] for k in
                              ("start", "length", "pid", "camid", "is_query", "label")})  # fmt: skip
     RetrievalEvaluator(
         cfg.evals.retrieval, model=model, source=source, index=small, data_cfg=cfg.data,
-        mesh=parallel.make_mesh(cfg.mesh), process=pipeline.ProcessSlice(),
+        mesh=parallel.make_mesh(cfg.mesh), process=parallel.ProcessSlice(),
     ).features(state)  # warm-up: compile  # fmt: skip
     t0 = time.perf_counter()
     ev.features(state)

@@ -338,7 +338,7 @@ def evaluate_pair(config: Any, data: Data, run: Run) -> dict[str, dict[str, floa
     """Retrieval metrics of both final models: same test clips, extraction and scoring code."""
     evaluator = make_evaluators(
         config.evals, model=run.jax_model, source=data.test_source, index=data.test_index,
-        data_cfg=config.data, mesh=data.mesh, process=pipeline.ProcessSlice(),
+        data_cfg=config.data, mesh=data.mesh, process=parallel.ProcessSlice(),
     )["retrieval"]  # fmt: skip
     feats = {"reid_jax": evaluator.features(run.state)}
     batches, num_batches = pipeline.eval_iterator(

@@ -41,6 +41,7 @@ import numpy as np
 from reid_jax import parallel
 from reid_jax.config_base import base_config
 from reid_jax.fusion import FUSIONS
+from reid_jax.models import embed as embed_lib
 from reid_jax.models import inflated
 from reid_jax.models.reid import BACKBONES, make_model
 from reid_jax.models.resnet import RESNETS
@@ -105,7 +106,7 @@ class JaxStep:
     def forward(self, steps: int) -> float:
         """Seconds for ``steps`` inference forwards (``embed_step``) on a fresh device batch."""
         if not hasattr(self, "_embed"):
-            embed = functools.partial(step_lib.embed_step, model=self.model, feature="bn")
+            embed = functools.partial(embed_lib.embed_step, model=self.model, feature="bn")
             self._embed = jax.jit(embed)
             jax.block_until_ready(self._embed(self.state, self.device_batch()))
         t0 = time.perf_counter()

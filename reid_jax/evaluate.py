@@ -13,8 +13,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from reid_jax import logs
-from reid_jax.evaluation import job as job_lib
-from reid_jax.evaluation import trials as trials_lib
+from reid_jax.jobs import evaluation as job_lib
+from reid_jax.jobs import trials as trials_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")

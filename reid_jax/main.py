@@ -15,8 +15,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from reid_jax import config_base, distributed, logs
-from reid_jax.train import checkpoints, loop
-from reid_jax.train.loop import train_and_evaluate
+from reid_jax.jobs import training
+from reid_jax.train import checkpoints
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
@@ -50,7 +50,7 @@ _PREEMPTED_EXIT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 # Failures with a message that says it all (no traceback): training diverged, a checkpoint that
 # cannot be restored, too many undecodable frames, a file or disk problem.
-EXPECTED = (loop.NonFiniteError, checkpoints.CheckpointError, RuntimeError, OSError)
+EXPECTED = (training.NonFiniteError, checkpoints.CheckpointError, RuntimeError, OSError)
 
 
 def main(argv: list[str]) -> None:
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     logging.info("config:\n%s", _CONFIG.value)
     try:
-        out = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        out = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except config_base.ConfigError as e:  # a bad value: one line, nothing started
         logs.fail(str(e), 2)
     except EXPECTED as e:  # divergence, damaged checkpoints, bad frames, disk full: one line

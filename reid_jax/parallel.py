@@ -16,6 +16,7 @@ process-major, so each process feeds one contiguous block of every global batch
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -23,11 +24,30 @@ import numpy as np
 from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from reid_jax.data.pipeline import ProcessSlice
-
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 AXES = (DATA_AXIS, FSDP_AXIS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessSlice:
+    """This process's share of every global batch."""
+
+    index: int = 0
+    count: int = 1
+
+    def local_batch(self, global_batch: int) -> int:
+        if global_batch % self.count:
+            raise ValueError(
+                f"global batch {global_batch} is not divisible by the process count {self.count}"
+            )
+        return global_batch // self.count
+
+    def global_item(self, local_item: int, global_batch: int) -> int:
+        """Maps the j-th item this process loads to its index in the global stream."""
+        local = self.local_batch(global_batch)
+        step, offset = divmod(local_item, local)
+        return step * global_batch + self.index * local + offset
 
 
 def mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:

@@ -31,27 +31,7 @@ from absl import logging
 
 from reid_jax.data import sampling, transforms
 from reid_jax.data.builders import TrackletIndex, record_name
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcessSlice:
-    """This process's share of every global batch."""
-
-    index: int = 0
-    count: int = 1
-
-    def local_batch(self, global_batch: int) -> int:
-        if global_batch % self.count:
-            raise ValueError(
-                f"global batch {global_batch} is not divisible by the process count {self.count}"
-            )
-        return global_batch // self.count
-
-    def global_item(self, local_item: int, global_batch: int) -> int:
-        """Maps the j-th item this process loads to its index in the global stream."""
-        local = self.local_batch(global_batch)
-        step, offset = divmod(local_item, local)
-        return step * global_batch + self.index * local + offset
+from reid_jax.parallel import ProcessSlice
 
 
 def _load_frames(

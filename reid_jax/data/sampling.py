@@ -138,6 +138,12 @@ def tracklet_epoch(labels: np.ndarray, p: int, k: int, seed: int, epoch: int) ->
 EPOCHS: dict[str, Callable[..., np.ndarray]] = {"identities": pk_epoch, "tracklets": tracklet_epoch}
 
 
+def to_steps(epochs: float, steps_per_epoch: int) -> int:
+    """``epochs`` as whole steps, rounded: the one epoch -> step conversion (the schedule, the
+    optimiser's warmup / decay / cosine length, checkpoint selection, the evaluation job)."""
+    return round(float(epochs) * steps_per_epoch)
+
+
 def epoch_steps(labels: np.ndarray, p: int, k: int, epoch: str = "identities") -> int:
     """Steps of one epoch of kind ``epoch`` (``EPOCHS``): ceil(ids / p) for "identities",
     AP3D's floor(sum over ids of max(n, k) // k / p) for "tracklets". The one conversion of an

@@ -22,7 +22,7 @@ from reid_jax import parallel
 from reid_jax.data import pipeline
 from reid_jax.evaluation import metrics, rerank
 from reid_jax.evaluation.extract import extract_features, pairwise_distance, tracklet_weights
-from reid_jax.train import step as step_lib
+from reid_jax.models import embed as embed_lib
 
 RANKS = (1, 5, 10, 20)
 # "average": each query = mean of itself and its aqe_k nearest gallery items (gallery unchanged);
@@ -32,8 +32,8 @@ AQE_MODES = ("average", "alpha")
 
 def _flip_embed(state: Any, batch: dict[str, jax.Array], *, model, feature: str) -> dict:
     """Mean of the features of each clip and of its horizontal mirror (flip TTA)."""
-    out = step_lib.embed_step(state, batch, model=model, feature=feature)
-    mirror = step_lib.embed_step(
+    out = embed_lib.embed_step(state, batch, model=model, feature=feature)
+    mirror = embed_lib.embed_step(
         state, {"clip": batch["clip"][:, :, :, ::-1]}, model=model, feature=feature
     )
     return {**out, "features": (out["features"] + mirror["features"]) / 2.0}
@@ -75,7 +75,7 @@ class RetrievalEvaluator:
         self.cfg, self.source, self.index, self.workdir = cfg, source, index, workdir
         self.data_cfg, self.mesh, self.process = data_cfg, mesh, process
         self.embed = jax.jit(
-            functools.partial(step_lib.embed_step, model=model, feature=cfg.feature),
+            functools.partial(embed_lib.embed_step, model=model, feature=cfg.feature),
             out_shardings=parallel.batch_sharding(mesh),
         )
         self._embed = self.embed
@@ -173,7 +173,7 @@ class RetrievalEvaluator:
         d = self.data_cfg
         chunks = pipeline.eval_chunks(self.index, d.seq_len, d.test_sampling, d.test_batch_size)
         record = tracklet_weights(chunks[: len(weights)], weights, self.index)
-        for key, value in step_lib.weight_stats(record["weights"]).items():
+        for key, value in embed_lib.weight_stats(record["weights"]).items():
             yield key, float(value)
         if self.cfg.dump_weights and jax.process_index() == 0:
             path = Path(self.workdir) / f"fusion_weights_step{step}.npz"

@@ -39,7 +39,7 @@ from reid_jax.experiments import frames, report, tables, validation
 from reid_jax.experiments import influence as influence_lib
 from reid_jax.experiments import swap as swap_lib
 from reid_jax.experiments.variants import Variant, apply_variant, parse_variants
-from reid_jax.train.loop import train_and_evaluate
+from reid_jax.jobs.training import train_and_evaluate
 
 DEFAULT_FUSIONS = "mean,temporal_attention,cosine_center:mode=flat:tau=0.1,templet:rescale=true"
 RESULT = "result.json"

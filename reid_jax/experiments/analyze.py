@@ -23,15 +23,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 from scipy import stats
 
 from reid_jax import logs
-from reid_jax.config_base import load_config_file
+from reid_jax import run as run_lib
 from reid_jax.data.synth_scene import CORRUPTIONS
-from reid_jax.evaluation import restore
 from reid_jax.experiments import chunks as chunks_lib
 from reid_jax.experiments import frames
 
@@ -41,23 +39,13 @@ CYCLE_BINS = 8  # absolute gait phase bins
 WINDOWS = (1, 2, 4, 8, 16)
 
 
-def load_config(workdir: Path, config_path: str | None = None) -> ml_collections.ConfigDict:
-    """The run's config: ``config_path`` (a config .py) if given, else ``RUN/config.json``."""
-    if config_path:
-        return load_config_file(config_path)
-    path = workdir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass --config (the run's config file)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def backbone_embed(state: Any, clips: jax.Array, *, model: Any) -> jax.Array:
     """[B,T,H,W,3] uint8 clips -> per-frame backbone features [B,T,C] (GAP, L2-normalised)."""
     f = chunks_lib.backbone_maps(state, clips, model=model).mean(axis=(2, 3))
     return f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
 
 
-def frame_features(run: restore.Run, state: Any) -> tuple[np.ndarray, np.ndarray]:
+def frame_features(run: run_lib.Run, state: Any) -> tuple[np.ndarray, np.ndarray]:
     """(record index [N], feature [N, C]) of every test frame, each frame once."""
     feats: list[np.ndarray] = []
     chunks = chunks_lib.map_test_chunks(run, state, backbone_embed, feats.append)
@@ -191,17 +179,17 @@ def analyze_run(workdir: str | Path, config_path: str | None = None, step: int |
                 ) -> dict[str, Any]:  # fmt: skip
     """Diagnostics of the run in ``workdir`` at ``step`` (default: its last checkpoint)."""
     workdir = Path(workdir)
-    config = load_config(workdir, config_path)
-    run = restore.load_run(config, workdir)
-    manager = restore.open_checkpoints(workdir)
-    steps = restore.saved_steps(manager)
+    config = run_lib.load_config(workdir, config_path)
+    run = run_lib.setup(config, workdir)
+    manager = run_lib.open_checkpoints(workdir)
+    steps = run_lib.saved_steps(manager)
     if not steps:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
     if step is None:
         step = steps[-1]
     elif step not in steps:
         raise ValueError(f"{workdir}: no checkpoint at step {step}; saved steps are {steps}")
-    state = restore.restore(manager, run, step)
+    state = run_lib.restore(manager, run, step)
     manager.close()
     records, feats = frame_features(run, state)
     truth = frames.record_labels(run.test_source, config.data.raw_dir)

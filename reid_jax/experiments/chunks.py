@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reid_jax import run as run_lib
 from reid_jax.data import pipeline
 from reid_jax.data.transforms import normalize
-from reid_jax.evaluation import restore
 from reid_jax.experiments import frames
 from reid_jax.models.resnet import BN_EPSILON, make_resnet
 
@@ -55,7 +55,7 @@ def backbone_maps(state: Any, clips: jax.Array, *, model: Any) -> jax.Array:
 
 
 def map_test_chunks(
-    run: restore.Run,
+    run: run_lib.Run,
     state: Any,
     fn: Callable[..., jax.Array],
     collect: Callable[[np.ndarray], None],
@@ -83,16 +83,15 @@ def map_test_chunks(
 
 def extract(workdir: str | Path, keep_maps: bool = False, step: int | None = None) -> Chunks:
     """Restore ``workdir``'s checkpoint (default: the last) and embed every test chunk."""
-    from reid_jax.experiments.analyze import load_config  # noqa: PLC0415 (flags module)
 
     workdir = Path(workdir)
-    config = load_config(workdir, None)
-    run = restore.load_run(config, workdir)
-    manager = restore.open_checkpoints(workdir)
-    steps = restore.saved_steps(manager)
+    config = run_lib.load_config(workdir, None)
+    run = run_lib.setup(config, workdir)
+    manager = run_lib.open_checkpoints(workdir)
+    steps = run_lib.saved_steps(manager)
     if not steps:
         raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
-    state = restore.restore(manager, run, steps[-1] if step is None else step)
+    state = run_lib.restore(manager, run, steps[-1] if step is None else step)
     manager.close()
     maps, gaps = [], []
 

@@ -29,7 +29,7 @@ from jax.extend import core as jcore
 
 from reid_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from reid_jax.evaluation import evaluators
-from reid_jax.train import step as step_lib
+from reid_jax.models import embed as embed_lib
 
 OPSET = 21
 TOLERANCE = 1e-4  # max |exported - jax| / max |jax| accepted by the on-the-spot check
@@ -39,7 +39,7 @@ def embed_fn(embedder: Any, image: bool = False) -> Any:
     """The embedding as a function of one array (clips uint8 [N,T,H,W,3], or with ``image``
     normalised float32 [N,3,H,W]) -> [N, D] float32, the weights closed over."""
     cfg = embedder.evaluator.cfg
-    step = evaluators._flip_embed if cfg.get("flip", False) else step_lib.embed_step
+    step = evaluators._flip_embed if cfg.get("flip", False) else embed_lib.embed_step
     fn = functools.partial(step, model=embedder.model, feature=cfg.feature)
     state = embedder.state
 

@@ -2,7 +2,7 @@
 functions that embed clips, tracklets and single images with them.
 
 One code path with the evaluation: the model and abstract state are rebuilt by
-``evaluation.restore``, tracklets go through the test pipeline (``pipeline.eval_iterator``: the
+``reid_jax.run``, tracklets go through the test pipeline (``pipeline.eval_iterator``: the
 configured test sampling, every frame resized to config.data.height x width, chunks of T frames)
 and ``extract.extract_features`` with the evaluator's jitted embed (flip TTA when the run's config
 asks for it), so a tracklet gets the feature the evaluation gives it. Clips and images arrive
@@ -21,16 +21,13 @@ from typing import Any
 import numpy as np
 import orbax.checkpoint as ocp
 
-from reid_jax import parallel
+from reid_jax import run as run_lib
 from reid_jax.data import pipeline, sampling, transforms
 from reid_jax.data.tracklets import TrackletIndex
-from reid_jax.evaluation import restore
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
 from reid_jax.evaluation.extract import extract_features
-from reid_jax.evaluation.job import _retrieval_config
 from reid_jax.inference import folders
-from reid_jax.models.reid import make_model
-from reid_jax.train.loop import schedule_steps
+from reid_jax.jobs.evaluation import retrieval_config
 
 
 def _num_classes(manager: ocp.CheckpointManager, step: int) -> int:
@@ -47,7 +44,7 @@ def _num_classes(manager: ocp.CheckpointManager, step: int) -> int:
 def choose_step(manager: ocp.CheckpointManager, which: str | int) -> int:
     """The saved step for ``which``: "latest", "best" (highest evaluation mAP stored with the
     checkpoint) or a step number. ValueError naming the saved steps otherwise."""
-    saved = restore.saved_steps(manager)
+    saved = run_lib.saved_steps(manager)
     if not saved:
         raise FileNotFoundError(f"no finalised checkpoint in {manager.directory}")
     if which == "latest":
@@ -72,9 +69,7 @@ def choose_step(manager: ocp.CheckpointManager, which: str | int) -> int:
 
 def run_config(workdir: str | Path) -> Any:
     """The run's resolved config (``WORKDIR/config.json``, written by the training)."""
-    from reid_jax.experiments.analyze import load_config  # noqa: PLC0415 (defines flags)
-
-    return load_config(Path(workdir))
+    return run_lib.load_config(Path(workdir))
 
 
 @dataclasses.dataclass
@@ -197,29 +192,18 @@ def load(
         config = config.copy_and_resolve_references()
         config.data.test_batch_size = int(batch_size)
     d = config.data
-    mesh = parallel.make_mesh(config.mesh)
-    try:
-        process = parallel.process_slice(mesh, d.test_batch_size)
-    except ValueError as e:
-        raise ValueError(f"batch size {d.test_batch_size}: {e}") from e
-    manager = restore.open_checkpoints(workdir)
+    manager = run_lib.open_checkpoints(workdir)
     try:
         chosen = choose_step(manager, step)
         num_classes = _num_classes(manager, chosen)
-        model = make_model(config.model, num_classes)
         # The optimiser's schedule does not change the state's shapes: any step count will do.
         spe = sampling.steps_per_epoch(num_classes, d.p)
-        total, _ = schedule_steps(config, spe)
-        run = restore.Run(
-            config=config, workdir=workdir, steps_per_epoch=spe, total_steps=total, model=model,
-            abstract_state=restore.abstract_state(config, model, spe, total, mesh),
-            test_source=None, test_index=None, mesh=mesh, process=process,
-        )  # fmt: skip
-        state = restore.restore(manager, run, chosen)
+        run = run_lib.build(config, workdir, num_classes, spe)
+        state = run_lib.restore(manager, run, chosen)
     finally:
         manager.close()
     evaluator = RetrievalEvaluator(
-        _retrieval_config(config), model=model, source=None, index=None, data_cfg=d,
-        mesh=mesh, process=process, workdir=workdir,
+        retrieval_config(config), model=run.model, source=None, index=None, data_cfg=d,
+        mesh=run.mesh, process=run.process, workdir=workdir,
     )  # fmt: skip
-    return Embedder(config, workdir, chosen, model, state, evaluator)
+    return Embedder(config, workdir, chosen, run.model, state, evaluator)

@@ -1,4 +1,4 @@
-"""Learning-rate schedules and optimisers; the one place where epochs are converted into steps.
+"""Learning-rate schedules and optimisers; epochs become steps through ``sampling.to_steps``.
 
 Keys of ``config.optim`` (an ml_collections.ConfigDict); defaults in brackets:
 
@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from reid_jax.data.sampling import to_steps
+
 OPTIMIZERS = ("adam", "adamw")
 _MainSchedule = Callable[[jnp.ndarray], jnp.ndarray]
 _MainFactory = Callable[[ml_collections.ConfigDict, float, int, int | None], _MainSchedule]
@@ -56,7 +58,7 @@ def _step_main(
         raise ValueError(
             f"config.optim.decay_epochs={decay_epochs}; expected increasing positive epochs"
         )
-    boundaries = jnp.asarray([round(e * spe) for e in decay_epochs], jnp.float32)
+    boundaries = jnp.asarray([to_steps(e, spe) for e in decay_epochs], jnp.float32)
     factor = float(config.get("decay_factor", 0.1))
 
     def main(step: jnp.ndarray) -> jnp.ndarray:
@@ -75,8 +77,8 @@ def _cosine_main(
             raise ValueError(
                 "schedule 'cosine' needs its length: pass total_steps= or set config.optim.epochs"
             )
-        total_steps = round(float(config.epochs) * spe)
-    start, end = round(float(config.get("warmup_epochs", 0)) * spe), int(total_steps)
+        total_steps = to_steps(config.epochs, spe)
+    start, end = to_steps(config.get("warmup_epochs", 0), spe), int(total_steps)
     if end <= start:
         raise ValueError(
             f"cosine schedule: total steps {end} must exceed the {start} warmup steps "
@@ -122,7 +124,7 @@ def make_schedule(
     if name not in SCHEDULES:
         raise ValueError(f"config.optim.schedule={name!r}; expected one of {sorted(SCHEDULES)}")
     main = SCHEDULES[name](config_optim, lr, steps_per_epoch, total_steps)
-    warmup_steps = round(float(config_optim.get("warmup_epochs", 0)) * steps_per_epoch)
+    warmup_steps = to_steps(config_optim.get("warmup_epochs", 0), steps_per_epoch)
     warmup_factor = float(config_optim.get("warmup_factor", 0.01))
 
     def schedule(step: jnp.ndarray) -> jnp.ndarray:

@@ -7,7 +7,6 @@ Clips arrive as uint8 [B, T, H, W, 3] and are normalised here, on the device: th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from reid_jax.data.transforms import normalize
+from reid_jax.models.embed import weight_stats
 from reid_jax.train import losses
 from reid_jax.train.state import TrainState
 
@@ -44,34 +44,6 @@ class LossConfig:
                 f"{sorted(TRIPLET_FEATURES)}"
             )
         return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)})
-
-
-def weight_stats(
-    weights: jax.Array | Sequence[jax.Array], frame_weights: jax.Array | None = None
-) -> dict[str, jax.Array]:
-    """Mean over clips of the min / max temporal weight and of the weight entropy.
-
-    Pairwise fusions give one [B, pairs, 2] array per level: stats per level go to
-    ``weights/level<i>/...``; the headline ``weights/...`` use ``frame_weights`` [B, T] if given,
-    else the first level.
-    """
-    if isinstance(weights, (list, tuple)):
-        out = {}
-        for i, level in enumerate(weights):
-            for key, value in weight_stats(level).items():
-                out[key.replace("weights/", f"weights/level{i}/", 1)] = value
-        if frame_weights is None and weights:
-            frame_weights = weights[0]
-        if frame_weights is not None:
-            out.update(weight_stats(frame_weights))
-        return out
-    w = weights.astype(jnp.float32)
-    entropy = -jnp.sum(w * jnp.log(jnp.clip(w, 1e-12)), axis=-1)
-    return {
-        "weights/min": jnp.mean(jnp.min(w, axis=-1)),
-        "weights/max": jnp.mean(jnp.max(w, axis=-1)),
-        "weights/entropy": jnp.mean(entropy),
-    }
 
 
 def train_step(
@@ -122,17 +94,3 @@ def train_step(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
     )
     return new_state, metrics
-
-
-def embed_step(
-    state: TrainState, batch: dict[str, jax.Array], *, model: nn.Module, feature: str
-) -> dict[str, jax.Array]:
-    """Inference features of a batch of clips: ``feature`` is ``bn`` (after BNNeck) or ``raw``."""
-    clips = normalize(batch["clip"], xp=jnp)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    _, aux = model.apply(variables, clips, train=False)
-    key = {"bn": "bn_features", "raw": "features"}[feature]
-    out = {"features": aux[key].astype(jnp.float32)}
-    if "weights" in aux:  # per-frame [B,T]: pairwise fusions give it as "frame_weights"
-        out["weights"] = aux.get("frame_weights", aux["weights"]).astype(jnp.float32)
-    return out

@@ -13,10 +13,10 @@ from reid_jax.data import builders, pipeline, prepare, sampling, transforms
 from reid_jax.evaluation import rerank
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
 from reid_jax.evaluation.extract import pairwise_distance
+from reid_jax.models import embed as embed_lib
 from reid_jax.models.reid import make_model
 from reid_jax.train import optim
 from reid_jax.train import state as state_lib
-from reid_jax.train import step as step_lib
 
 from .conftest import tiny_config
 from .test_rerank import ref_re_ranking
@@ -52,7 +52,7 @@ def _evaluator(cfg, model, source, index, changes=None):
         section[name] = value
     return RetrievalEvaluator(
         cfg.evals.retrieval, model=model, source=source, index=index, data_cfg=cfg.data,
-        mesh=parallel.make_mesh(cfg.mesh), process=pipeline.ProcessSlice(),
+        mesh=parallel.make_mesh(cfg.mesh), process=parallel.ProcessSlice(),
     )  # fmt: skip
 
 
@@ -75,7 +75,7 @@ def test_chunked_extraction_equals_unchunked_and_ignores_the_batch_size(setup):
     assert whole, "no test tracklet with a multiple of T frames"
     for t in whole:
         clip = _frames(source, index, t, d.height, d.width)[None]
-        out = step_lib.embed_step(state, {"clip": clip}, model=model, feature="bn")
+        out = embed_lib.embed_step(state, {"clip": clip}, model=model, feature="bn")
         np.testing.assert_allclose(small[t], np.asarray(out["features"][0]), rtol=1e-4, atol=1e-5)
 
 

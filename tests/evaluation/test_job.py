@@ -12,9 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from reid_jax.evaluation import job as job_lib
-from reid_jax.evaluation import records, trials
-from reid_jax.evaluation import restore as restore_lib
+from reid_jax import run as run_lib
+from reid_jax.evaluation import records
+from reid_jax.jobs import evaluation as job_lib
+from reid_jax.jobs import trials
 from reid_jax.train import checkpoints
 
 from .conftest import ROOT
@@ -94,8 +95,8 @@ def test_unsaved_epoch_is_named_with_the_saved_ones(trained):
     with pytest.raises(ValueError, match=r"epoch\(s\) 0.75 not saved .*2 steps.*" + saved):
         job_lib.evaluate_run(cfg, workdir, job_lib.Options(epochs=[0.75, 1.0]))
     with pytest.raises(ValueError, match=r"step\(s\) \[7\] not saved"):
-        restore_lib.select_steps([1, 2, 3], 2, steps=[2, 7])
-    assert restore_lib.select_steps([1, 2, 3], 2, epochs=[1.5, 0.5]) == [1, 3]
+        run_lib.select_steps([1, 2, 3], 2, steps=[2, 7])
+    assert run_lib.select_steps([1, 2, 3], 2, epochs=[1.5, 0.5]) == [1, 3]
 
 
 def test_workdir_without_checkpoints_is_named(trained, tmp_path):
@@ -118,9 +119,9 @@ def test_checkpoint_of_another_model_is_named(trained):
 
 def test_cli_watch_follows_a_training_that_writes_checkpoints(trained, tiny_data, tmp_path):
     cfg, src, _ = trained
-    run = restore_lib.load_run(cfg, src)
-    source = restore_lib.open_checkpoints(src)
-    states = {s: restore_lib.restore(source, run, s) for s in (1, 2, 3)}
+    run = run_lib.setup(cfg, src)
+    source = run_lib.open_checkpoints(src)
+    states = {s: run_lib.restore(source, run, s) for s in (1, 2, 3)}
     source.close()
     writer = checkpoints.make_manager(tmp_path, cfg.checkpoint, [3])  # the "training" side
     raw, data = tiny_data

@@ -9,8 +9,8 @@ import pytest
 from reid_jax.config_base import base_config
 from reid_jax.fusion import FUSIONS, fusion_options, make_fusion, option_table
 from reid_jax.fusion.two_branch import combine_branches
+from reid_jax.models.embed import weight_stats
 from reid_jax.models.reid import make_model
-from reid_jax.train.step import weight_stats
 
 B, T, H, W, C = 4, 4, 3, 2, 8  # the degenerate maps' shape (conftest.degenerate_maps)
 M = C // 4  # templet refinement width at the default reduction 4

@@ -168,7 +168,7 @@ def test_misspelt_fusion_or_option_is_one_config_error_line(config, message):
 
 
 def test_misspelt_fusion_fails_before_data_preparation(tmp_path):
-    from reid_jax.train.loop import train_and_evaluate  # noqa: PLC0415 (heavy)
+    from reid_jax.jobs.training import train_and_evaluate  # noqa: PLC0415 (heavy)
 
     c = load_config_file(ROOT / "configs" / "synth_mars_demo.py", "tiny")
     c.model.fusion = "meen"

@@ -12,8 +12,8 @@ from reid_jax import parallel
 from reid_jax.data import builders, pipeline, sampling, transforms
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
 from reid_jax.fusion import FUSIONS
+from reid_jax.jobs.training import train_and_evaluate
 from reid_jax.models.reid import make_model
-from reid_jax.train.loop import train_and_evaluate
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "synth_mars_demo.py"
 
@@ -81,7 +81,7 @@ def test_evaluation_dumps_per_frame_weights(train, tmp_path):
         index=index,
         data_cfg=cfg.data,
         mesh=parallel.make_mesh(cfg.mesh),
-        process=pipeline.ProcessSlice(),
+        process=parallel.ProcessSlice(),
         workdir=tmp_path,
     )
     results = dict(evaluator.run(out["state"]))
@@ -123,6 +123,11 @@ def test_dump_without_workdir_is_refused(train):
     eval_cfg.dump_weights = True
     with pytest.raises(ValueError, match="dump_weights"):
         RetrievalEvaluator(
-            eval_cfg, model=None, source=None, index=None, data_cfg=cfg.data,
-            mesh=None, process=None,
+            eval_cfg,
+            model=None,
+            source=None,
+            index=None,
+            data_cfg=cfg.data,
+            mesh=None,
+            process=None,
         )

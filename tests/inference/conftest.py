@@ -8,21 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_jax.evaluation import restore
+from reid_jax import run as run_lib
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
-from reid_jax.evaluation.job import _retrieval_config
+from reid_jax.jobs.evaluation import retrieval_config
 
 
 @pytest.fixture(scope="session")
 def evaluated(trained):
     """(config, workdir, test source, test index, the evaluation's step-3 features)."""
     cfg, workdir, _ = trained
-    run = restore.load_run(cfg, workdir)
-    manager = restore.open_checkpoints(workdir)
-    state = restore.restore(manager, run, 3)
+    run = run_lib.setup(cfg, workdir)
+    manager = run_lib.open_checkpoints(workdir)
+    state = run_lib.restore(manager, run, 3)
     manager.close()
     ev = RetrievalEvaluator(
-        _retrieval_config(cfg), model=run.model, source=run.test_source, index=run.test_index,
+        retrieval_config(cfg), model=run.model, source=run.test_source, index=run.test_index,
         data_cfg=cfg.data, mesh=run.mesh, process=run.process,
     )  # fmt: skip
     return cfg, workdir, run.test_source, run.test_index, ev.features(state)

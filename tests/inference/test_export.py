@@ -97,8 +97,8 @@ def _random_embedder(fusion: str):
     from reid_jax import parallel
     from reid_jax.config_base import base_config
     from reid_jax.evaluation.evaluators import RetrievalEvaluator
-    from reid_jax.evaluation.job import _retrieval_config
     from reid_jax.inference.model import Embedder
+    from reid_jax.jobs.evaluation import retrieval_config
     from reid_jax.models.reid import make_model
     from reid_jax.train.state import TrainState
 
@@ -110,7 +110,7 @@ def _random_embedder(fusion: str):
     state = TrainState(np.int32(0), v["params"], v.get("batch_stats", {}), None)
     mesh = parallel.make_mesh(cfg.mesh)
     ev = RetrievalEvaluator(
-        _retrieval_config(cfg), model=model, source=None, index=None, data_cfg=cfg.data,
+        retrieval_config(cfg), model=model, source=None, index=None, data_cfg=cfg.data,
         mesh=mesh, process=parallel.process_slice(mesh, 4),
     )  # fmt: skip
     return Embedder(cfg, "random", 0, model, state, ev)

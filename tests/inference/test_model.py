@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from reid_jax import run as run_lib
 from reid_jax.data import transforms
-from reid_jax.evaluation import restore
 from reid_jax.inference import model
 
 from .conftest import longest
@@ -51,7 +51,7 @@ def test_tracklets_frames_clips_and_images_give_the_evaluation_features(evaluate
 
 def test_checkpoint_choice_and_bad_inputs(trained, tmp_path):
     cfg, workdir, _ = trained
-    manager = restore.open_checkpoints(workdir)
+    manager = run_lib.open_checkpoints(workdir)
     try:
         assert model.choose_step(manager, "latest") == 3
         assert model.choose_step(manager, "2") == 2

@@ -15,8 +15,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from reid_jax import distributed, parallel
-from reid_jax.data.pipeline import ProcessSlice
-from reid_jax.train import loop
+from reid_jax.jobs import training as loop
+from reid_jax.parallel import ProcessSlice
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -43,7 +43,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from reid_jax.data import prepare
-from reid_jax.train.loop import read_jsonl
+from reid_jax.jobs.training import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "launch" / "local.sh"

@@ -90,7 +90,7 @@ def test_triplet_on_the_bn_feature():
 def test_ap3d_c2d_recipe_trains_on_tiny_synthmars(tmp_path):
     """AP3D's recipe options together (strided frames, tracklet epochs, max pooling, plain CE,
     cosine triplet on the BN feature, cosine test) train and report the appended protocol."""
-    from reid_jax.train.loop import train_and_evaluate
+    from reid_jax.jobs.training import train_and_evaluate
 
     cfg = load_config_file(ROOT / "configs" / "mars_ap3d_c2d_r50.py", "tiny")
     tiny = load_config_file(ROOT / "configs" / "synth_mars_demo.py", "tiny")

@@ -20,8 +20,8 @@ from reid_jax import config_base
 from reid_jax.config_base import ConfigError, load_config_file
 from reid_jax.data import pipeline, transforms
 from reid_jax.data.builders import TrackletIndex
+from reid_jax.jobs.training import NonFiniteError, train_and_evaluate
 from reid_jax.train import checkpoints
-from reid_jax.train.loop import NonFiniteError, train_and_evaluate
 from reid_jax.train.state import TrainState
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ import pytest
 
 from reid_jax import parallel
 from reid_jax.data.pipeline import BadFrames
-from reid_jax.train.loop import read_jsonl, schedule_steps, train_and_evaluate
+from reid_jax.jobs.training import read_jsonl, train_and_evaluate
+from reid_jax.run import schedule_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 

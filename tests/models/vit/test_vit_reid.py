@@ -177,7 +177,7 @@ def test_bad_vit_options_name_the_key():
 
 
 def test_recipe_tiny_variant_trains_from_a_clip_file(tmp_path):
-    from reid_jax.train.loop import read_jsonl, train_and_evaluate
+    from reid_jax.jobs.training import read_jsonl, train_and_evaluate
 
     full = load_config_file("configs/mars_vit_b16_clip.py")
     assert (full.model.arch, full.data.height, full.data.width) == ("clip_vit_b16", 256, 128)

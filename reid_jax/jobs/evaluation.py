@@ -20,8 +20,9 @@ import numpy as np
 from absl import logging
 
 from reid_jax import files
+from reid_jax import run as run_lib
+from reid_jax.data import sampling
 from reid_jax.evaluation import plots, ranked_lists, records
-from reid_jax.evaluation import restore as restore_lib
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
 from reid_jax.evaluation.metrics import format_epoch
 from reid_jax.train.writer import MetricWriter
@@ -42,7 +43,7 @@ class Options:
     force: bool = False  # re-evaluate checkpoints that already have a record
 
 
-def _retrieval_config(config: Any) -> Any:
+def retrieval_config(config: Any) -> Any:
     for cfg in config.evals.values():
         if cfg.type == "retrieval":
             return cfg
@@ -55,10 +56,10 @@ class Job:
     def __init__(self, config: Any, workdir: str | Path, options: Options):
         self.options = options
         self.workdir = Path(workdir)
-        self.manager = restore_lib.open_checkpoints(self.workdir)
-        self.run = restore_lib.load_run(config, self.workdir)
+        self.manager = run_lib.open_checkpoints(self.workdir)
+        self.run = run_lib.setup(config, self.workdir)
         self.evaluator = RetrievalEvaluator(
-            _retrieval_config(config), model=self.run.model, source=self.run.test_source,
+            retrieval_config(config), model=self.run.model, source=self.run.test_source,
             index=self.run.test_index, data_cfg=config.data, mesh=self.run.mesh,
             process=self.run.process, workdir=self.workdir,
         )  # fmt: skip
@@ -73,13 +74,13 @@ class Job:
     def targets(self, saved: list[int]) -> list[int]:
         """The saved steps selected by the options (ValueError naming unsaved epochs/steps)."""
         o, spe = self.options, self.run.steps_per_epoch
-        return restore_lib.select_steps(saved, spe, o.epochs, o.steps)
+        return run_lib.select_steps(saved, spe, o.epochs, o.steps)
 
     def evaluate_step(self, step: int) -> dict[str, Any] | None:
         """Evaluates one checkpoint; None if it vanished (deleted by the training's policy)."""
         t0 = time.perf_counter()
         try:
-            state = restore_lib.restore(self.manager, self.run, step)
+            state = run_lib.restore(self.manager, self.run, step)
         except FileNotFoundError as e:
             logging.warning("checkpoint step %d disappeared before it was read: %s", step, e)
             return None
@@ -171,7 +172,7 @@ def evaluate_run(config: Any, workdir: str | Path, options: Options) -> list[dic
         if options.watch:
             _watch(job)
         else:
-            saved = restore_lib.saved_steps(job.manager)
+            saved = run_lib.saved_steps(job.manager)
             if not saved:
                 raise FileNotFoundError(
                     f"no finalised checkpoint in {job.manager.directory}: nothing to evaluate "
@@ -210,7 +211,7 @@ def _watch(job: Job) -> None:
     o, spe, final = job.options, job.run.steps_per_epoch, job.run.total_steps
     wanted = None
     if o.epochs:
-        wanted = {round(e * spe) for e in o.epochs}
+        wanted = {sampling.to_steps(e, spe) for e in o.epochs}
     elif o.steps:
         wanted = set(o.steps)
     if wanted and max(wanted) > final:
@@ -221,7 +222,7 @@ def _watch(job: Job) -> None:
     last_new = time.monotonic()
     seen: set[int] = set()
     while True:
-        saved = restore_lib.saved_steps(job.manager)
+        saved = run_lib.saved_steps(job.manager)
         done = set(job.done())
         todo = [s for s in saved if s not in done and (wanted is None or s in wanted)]
         for step in todo:

@@ -20,8 +20,8 @@ import numpy as np
 from reid_jax import files
 from reid_jax.data import builders, prepare
 from reid_jax.evaluation import records
-from reid_jax.evaluation.job import Options, evaluate_run
 from reid_jax.evaluation.metrics import format_epoch
+from reid_jax.jobs.evaluation import Options, evaluate_run
 
 TRIAL_DIR = "split_{}"
 

@@ -1,8 +1,10 @@
 """``train_and_evaluate``: data, mesh, state, the jitted step, logging, evaluation, checkpoints.
 
-Durations are converted from epochs to steps here and in ``optim`` only. An epoch is one pass of
-the sampler ``config.data.epoch`` names (``sampling.epoch_steps``): every training identity once
-(P x K, the default) or every training tracklet once (AP3D's count).
+Phases: the shared set-up (``reid_jax.run.setup``: config checked, data prepared, model and
+abstract state), restore-or-init (a checkpoint first; only without one is the state initialised
+and the ImageNet file read), the loop, and the finish (history, table). Epochs become steps
+through ``sampling.to_steps``; an epoch is one pass of the sampler ``config.data.epoch`` names
+(``sampling.epoch_steps``): every training identity once (P x K) or every tracklet once (AP3D).
 
 Every process of a multi-host run executes this same function: it loads its block of each global
 batch, the jitted step sees global arrays laid out by ``parallel`` (data / fsdp mesh), all
@@ -24,11 +26,11 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from reid_jax import config_base, distributed, files, parallel
-from reid_jax.data import builders, pipeline, prepare, sampling
+from reid_jax import distributed, files, parallel
+from reid_jax import run as run_lib
+from reid_jax.data import pipeline
 from reid_jax.evaluation import metrics as metrics_lib
 from reid_jax.evaluation.evaluators import make_evaluators
-from reid_jax.models.reid import make_model
 from reid_jax.train import checkpoints, optim
 from reid_jax.train import state as state_lib
 from reid_jax.train import step as step_lib
@@ -37,18 +39,6 @@ from reid_jax.train.writer import MetricWriter
 TRAIN_METRICS = "train_metrics.jsonl"  # process 0: {"step", loss, ...} at every log step
 DATA_ORDER = "data_order.jsonl"  # process 0, with config.log_data_order: {"step", "tracklets"}
 PREEMPTED = "PREEMPTED"  # written (with the step) when a run stops on a preemption notice
-
-
-def schedule_steps(config: Any, steps_per_epoch: int) -> tuple[int, list[int]]:
-    """Total steps and the evaluation steps (every ``eval_every_epochs`` from
-    ``eval_start_epochs``, and always at the end)."""
-    total = config.num_steps if config.num_steps > 0 else config.num_epochs * steps_per_epoch
-    every = round(config.eval_every_epochs * steps_per_epoch) if config.eval_every_epochs > 0 else 0
-    first = config.eval_start_epochs * steps_per_epoch
-    evals = [s for s in range(every, total + 1, every) if s >= first] if every else []
-    if total not in evals:
-        evals.append(total)
-    return total, evals
 
 
 class NonFiniteError(RuntimeError):
@@ -90,58 +80,17 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     On a preemption notice (SIGTERM) it saves at the next step boundary and returns with
     ``preempted=True`` (and a ``PREEMPTED`` marker file); rerunning continues exactly.
     """
-    config_base.check_ranges(config)  # before any slow work
-    pretrained = config_base.pretrained_weights(config)
-    workdir = Path(workdir)
+    run = run_lib.setup(config, workdir)  # config checked, data prepared, nothing initialised
+    workdir, data_cfg, mesh = run.workdir, config.data, run.mesh
     workdir.mkdir(parents=True, exist_ok=True)
     lead = jax.process_index() == 0
-    data_cfg = config.data
-    prepare.ensure_prepared(data_cfg)
-    load = functools.partial(builders.load_split, data_cfg.name, data_cfg.data_dir)
-    train_source, train_index = load("train", trial=data_cfg.split)
-    test_source, test_index = load("test", trial=data_cfg.split)
-
-    mesh = parallel.make_mesh(config.mesh)
-    global_batch = data_cfg.p * data_cfg.k
-    process = _process_slice(mesh, global_batch, data_cfg.test_batch_size)
-    spe = sampling.epoch_steps(train_index.label, data_cfg.p, data_cfg.k, data_cfg.epoch)
-    total_steps, eval_steps = schedule_steps(config, spe)
-
-    model = make_model(config.model, train_index.num_classes)
-    tx = optim.make_optimizer(config.optim, spe, total_steps=total_steps)
-    clip_shape = (global_batch, data_cfg.seq_len, data_cfg.height, data_cfg.width, 3)
-    state, abstract = state_lib.create(
-        jax.random.key(config.seed),
-        model,
-        tx,
-        clip_shape,
-        functools.partial(parallel.state_shardings, mesh=mesh),
-        pretrained=pretrained,
-    )
-    logging.info(
-        "%s: %d train tracklets of %d ids, %d steps/epoch, %d steps, %.2fM parameters, mesh %s",
-        data_cfg.name,
-        len(train_index.pid),
-        train_index.num_classes,
-        spe,
-        total_steps,
-        state_lib.param_count(state.params) / 1e6,
-        dict(mesh.shape),
-    )
-
+    spe, total_steps, eval_steps = run.steps_per_epoch, run.total_steps, run.eval_steps
     train_iter = pipeline.train_iterator(
-        train_source,
-        train_index,
-        data_cfg,
-        num_steps=total_steps,
-        seed=config.seed,
-        process=process,
-    )
+        run.train_source, run.train_index, data_cfg, num_steps=total_steps, seed=config.seed,
+        process=run.process,
+    )  # fmt: skip
     manager = checkpoints.make_manager(workdir, config.checkpoint, eval_steps)
-    start = 0
-    if manager.latest_step() is not None:
-        state, start = checkpoints.restore(manager, abstract, train_iter)
-        logging.info("resuming at step %d", start)
+    state, start = _restore_or_init(run, manager, train_iter)
     if lead:
         # The resolved config beside the run, for tools that need only the workdir (analyze).
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
@@ -149,6 +98,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         for name in (TRAIN_METRICS, DATA_ORDER):  # records past the restored step are redone
             _truncate_jsonl(workdir / name, start)
 
+    abstract, model, tx = run.abstract_state, run.model, run.tx
+    schedule = optim.make_schedule(config.optim, spe, total_steps)  # the logged learning rate
     state_sh = jax.tree.map(lambda a: a.sharding, abstract)
     rep, bat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     train_step = jax.jit(
@@ -165,15 +116,15 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     evaluators = make_evaluators(
         config.evals,
         model=model,
-        source=test_source,
-        index=test_index,
+        source=run.test_source,
+        index=run.test_index,
         data_cfg=data_cfg,
         mesh=mesh,
-        process=process,
+        process=run.process,
         workdir=workdir,
     )
     writer = MetricWriter(workdir, total_steps)
-    bad = pipeline.BadFrames(train_source, data_cfg.max_bad_frames)
+    bad = pipeline.BadFrames(run.train_source, data_cfg.max_bad_frames)
     watch = distributed.PreemptionWatch()
     # Evaluations past the restored step are redone, so drop them from the record.
     history = [h for h in _load_history(workdir) if h["step"] <= start]
@@ -203,6 +154,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
             if log_due:
                 avg = jax.tree.map(lambda *x: float(np.mean(jax.device_get(x))), *step_metrics)
                 step_metrics = []
+                avg["lr"] = optim.current_lr(schedule, step - 1)  # the step's update (count - 1)
                 writer.progress(step, avg, epoch=step / spe)
                 if lead:
                     _append_jsonl(workdir / TRAIN_METRICS, {"step": step, **avg})
@@ -244,21 +196,21 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     }
 
 
-def _process_slice(mesh: Any, global_batch: int, test_batch: int) -> pipeline.ProcessSlice:
-    """This process's block of every training and evaluation batch (they must agree)."""
-    try:
-        process = parallel.process_slice(mesh, global_batch)
-    except ValueError as e:
-        raise ValueError(f"config.data.p x config.data.k = {global_batch}: {e}") from e
-    try:
-        test_process = parallel.process_slice(mesh, test_batch)
-    except ValueError as e:
-        raise ValueError(f"config.data.test_batch_size={test_batch}: {e}") from e
-    if test_process != process:
-        raise ValueError(
-            f"train and test batches map to different process blocks: {process}, {test_process}"
-        )
-    return process
+def _restore_or_init(run: run_lib.Run, manager: Any, train_iter: Any) -> tuple[Any, int]:
+    """(state, step): the newest intact checkpoint if there is one, else a new state (the only
+    time the ImageNet weights file is read), as big_vision: look for a checkpoint first."""
+    if manager.latest_step() is not None:
+        state, start = checkpoints.restore(manager, run.abstract_state, train_iter)
+        logging.info("resuming at step %d", start)
+        return state, start
+    state = run_lib.initial_state(run)
+    d, index = run.config.data, run.train_index
+    logging.info(
+        "%s: %d train tracklets of %d ids, %d steps/epoch, %d steps, %.2fM parameters, mesh %s",
+        d.name, len(index.pid), index.num_classes, run.steps_per_epoch, run.total_steps,
+        state_lib.param_count(state.params) / 1e6, dict(run.mesh.shape),
+    )  # fmt: skip
+    return state, 0
 
 
 def _agree(value: bool) -> bool:
