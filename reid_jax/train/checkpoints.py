@@ -21,6 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -116,8 +117,7 @@ def _shape_mismatch(step_dir: Path, abstract_state: TrainState) -> str | None:
     """What differs between the step's saved array shapes (its metadata, no array is read) and
     the abstract state's, or None. Checked before restoring: a failed read of another model's
     arrays leaves orbax's reader threads printing tracebacks after the error."""
-    with ocp.StandardCheckpointer() as ckptr:
-        saved_tree = ckptr.metadata(step_dir / "state").item_metadata
+    saved_tree = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir / "state"))
     flat = jax.tree_util.tree_flatten_with_path
     saved = {_path(p): tuple(m.shape) for p, m in flat(saved_tree)[0]}
     wanted = {_path(p): tuple(a.shape) for p, a in flat(abstract_state)[0]}

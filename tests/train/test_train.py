@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,3 +146,25 @@ def test_cli_rejects_an_unknown_config_key(tmp_path):
     )
     assert proc.returncode != 0
     assert "no_such_key" in proc.stderr
+
+
+def test_resume_looks_for_a_checkpoint_before_reading_imagenet_weights(trained, tmp_path):
+    """A resumed run restores its checkpoint and never opens config.model.pretrained (big_vision's
+    order), so a run can resume where the ImageNet file no longer reads; the learning rate is
+    logged with the other scalars (here the constant schedule's lr at every step)."""
+    cfg, workdir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    unreadable = tmp_path / "resnet18.safetensors"
+    unreadable.write_bytes(b"not weights")  # exists (checked up front) but cannot be read
+    resumed = cfg.copy_and_resolve_references()
+    resumed.model.pretrained = str(unreadable)
+    out = train_and_evaluate(resumed, copy)
+    assert out["start_step"] == 3 and int(out["state"].step) == 3
+    records = read_jsonl(copy / "train_metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(r["lr"] == pytest.approx(cfg.optim.lr) for r in records)
+    from reid_jax import run as run_lib
+
+    with pytest.raises(ValueError, match="not a readable safetensors file"):  # a new run reads it
+        run_lib.initial_state(run_lib.setup(resumed, tmp_path / "fresh"))
