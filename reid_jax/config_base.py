@@ -13,6 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from reid_jax import fusion
+from reid_jax.evaluation import evaluators
 
 
 def fusion_placeholders(table: dict) -> ml_collections.ConfigDict:
@@ -248,6 +249,31 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
             f"-1): expected > 0"
         )
     check_fusion(config)
+    check_evals(config)
+
+
+def check_evals(config: ml_collections.ConfigDict) -> None:
+    """ConfigError naming an evaluator setting that cannot run, or a ``checkpoint.best_metric``
+    that no evaluator reports: checked before anything starts, not at the first evaluation."""
+    reported = []
+    for name, entry in config.evals.items():
+        if entry.type not in evaluators.EVALUATORS:
+            raise ConfigError(
+                f"config.evals.{name}.type={entry.type!r}: expected one of "
+                f"{sorted(evaluators.EVALUATORS)}"
+            )
+        try:
+            evaluators.check_config(entry)
+        except ValueError as e:
+            message = f"config.{e}".replace("config.evals.", f"config.evals.{name}.", 1)
+            raise ConfigError(message) from None
+        reported += [f"{name}/{m}" for m in evaluators.reported_metrics(entry)]
+    best = config.checkpoint.best_metric
+    if best not in reported:
+        raise ConfigError(
+            f"config.checkpoint.best_metric={best!r}: no evaluator reports it; expected one of "
+            f"{', '.join(reported[:6])}, ... (<evaluator>/<protocol>[+aqe|+rerank]/<metric>)"
+        )
 
 
 def check_fusion(config: ml_collections.ConfigDict) -> None:

@@ -39,7 +39,9 @@ def _flip_embed(state: Any, batch: dict[str, jax.Array], *, model, feature: str)
     return {**out, "features": (out["features"] + mirror["features"]) / 2.0}
 
 
-def _check(cfg: Any) -> None:
+def check_config(cfg: Any) -> None:
+    """ValueError naming the first setting of a retrieval entry of ``config.evals`` that cannot
+    run; called on the whole config before anything starts (``config_base.check_evals``)."""
     for p in cfg.protocols:
         if p not in metrics.PROTOCOLS:
             raise ValueError(f"evals.protocols: {p!r} is not one of {metrics.PROTOCOLS}")
@@ -66,7 +68,7 @@ class RetrievalEvaluator:
     def __init__(
         self, cfg: Any, *, model, source, index, data_cfg, mesh: Mesh, process, workdir=None
     ):
-        _check(cfg)
+        check_config(cfg)
         if cfg.dump_weights and workdir is None:
             raise ValueError(
                 f"config.evals ({cfg.type}) dump_weights=True needs a workdir: pass workdir= "
@@ -107,12 +109,7 @@ class RetrievalEvaluator:
 
     def variants(self) -> list[str]:
         """Result names: each protocol, plus ``+aqe`` / ``+rerank`` variants when configured."""
-        out = list(self.cfg.protocols)
-        if self.cfg.get("aqe_k", 0) > 0:
-            out += [f"{p}+aqe" for p in self.cfg.protocols]
-        if self.cfg.get("rerank", False):
-            out += [f"{p}+rerank" for p in self.cfg.protocols]
-        return out
+        return variants(self.cfg)
 
     def distances(self, feats: np.ndarray, variant: str) -> tuple[np.ndarray, np.ndarray, Any]:
         """(query rows, gallery rows, [Q, G] distances) of one variant (``variants()``)."""
@@ -178,6 +175,23 @@ class RetrievalEvaluator:
         if self.cfg.dump_weights and jax.process_index() == 0:
             path = Path(self.workdir) / f"fusion_weights_step{step}.npz"
             np.savez(path, **record)
+
+
+def variants(cfg: Any) -> list[str]:
+    """Result names of a retrieval entry: each protocol, plus ``+aqe`` / ``+rerank`` variants."""
+    out = list(cfg.protocols)
+    if cfg.get("aqe_k", 0) > 0:
+        out += [f"{p}+aqe" for p in cfg.protocols]
+    if cfg.get("rerank", False):
+        out += [f"{p}+rerank" for p in cfg.protocols]
+    return out
+
+
+def reported_metrics(cfg: Any) -> list[str]:
+    """The ranking metrics a retrieval entry reports (``<variant>/mAP``, ``/Rank<k>``, ``/mINP``),
+    which ``checkpoint.best_metric`` may name."""
+    names = ["mAP", *(f"Rank{r}" for r in RANKS), "mINP"]
+    return [f"{v}/{n}" for v in variants(cfg) for n in names]
 
 
 def scalars(results: dict[str, dict[str, Any]]) -> Iterator[tuple[str, float]]:
