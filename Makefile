@@ -48,10 +48,12 @@ ablation: $(STAMP)
 		--workdir $(ABLATION_DIR) $(ABLATION_FLAGS)
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite. TEST_WORKERS
-# xdist workers, each taking whole files (a file's fixtures are built once); 2 = CI's cores.
+# xdist workers, each taking whole files (a file's fixtures are built once) in the order that
+# tests/conftest.py gives (the longest first; xdist would otherwise start with the files of most
+# tests); 2 = CI's cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)-torch
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 clean-demo:
