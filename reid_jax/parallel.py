@@ -11,7 +11,7 @@ Either way BatchNorm statistics and the triplet loss see the *global* batch: und
 XLA inserts the all-reduces / all-gathers. Per-process batches become global arrays with
 ``jax.make_array_from_process_local_data``. With several processes the devices are laid out
 process-major, so each process feeds one contiguous block of every global batch
-(``process_slice``), which is what ``pipeline.ProcessSlice`` loads.
+(``process_slice``, a ``ProcessSlice``), which is what the data pipeline loads.
 """
 
 from __future__ import annotations

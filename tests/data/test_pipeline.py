@@ -9,6 +9,7 @@ import pytest
 from ml_collections import ConfigDict
 from PIL import Image
 
+from reid_jax import parallel
 from reid_jax.data import pipeline, sampling
 from reid_jax.data.builders import TrackletIndex
 
@@ -109,7 +110,7 @@ def test_processes_split_each_global_batch_without_overlap():
                 _cfg(),
                 num_steps=3,
                 seed=1,
-                process=pipeline.ProcessSlice(p, 2),
+                process=parallel.ProcessSlice(p, 2),
             ),
             3,
         )
@@ -121,10 +122,10 @@ def test_processes_split_each_global_batch_without_overlap():
 
 
 def test_global_item_mapping_is_a_bijection():
-    got = sorted(pipeline.ProcessSlice(p, 4).global_item(j, 8) for p in range(4) for j in range(6))
+    got = sorted(parallel.ProcessSlice(p, 4).global_item(j, 8) for p in range(4) for j in range(6))
     assert got == list(range(24))
     with pytest.raises(ValueError, match="not divisible"):
-        pipeline.ProcessSlice(0, 3).local_batch(8)
+        parallel.ProcessSlice(0, 3).local_batch(8)
 
 
 def test_undecodable_frame_is_replaced_and_reported():
