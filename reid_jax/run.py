@@ -179,6 +179,26 @@ def restore(manager: ocp.CheckpointManager, run: Run, step: int) -> Any:
     return state
 
 
+def restore_latest(
+    workdir: str | Path, config_path: str | None = None, step: int | None = None
+) -> tuple[Run, Any, int]:
+    """(run, state, step) of the run in ``workdir`` (its config.json, or the config file
+    ``config_path``) at checkpoint ``step`` (default: its last), for the diagnostics."""
+    workdir = Path(workdir)
+    run = setup(load_config(workdir, config_path), workdir)
+    manager = open_checkpoints(workdir)
+    try:
+        steps = saved_steps(manager)
+        if not steps:
+            raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
+        if step is not None and step not in steps:
+            raise ValueError(f"{workdir}: no checkpoint at step {step}; saved steps are {steps}")
+        step = steps[-1] if step is None else step
+        return run, restore(manager, run, step), step
+    finally:
+        manager.close()
+
+
 def select_steps(
     saved: list[int], spe: int, epochs: list[float] | None = None, steps: list[int] | None = None
 ) -> list[int]:

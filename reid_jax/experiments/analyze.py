@@ -179,18 +179,8 @@ def analyze_run(workdir: str | Path, config_path: str | None = None, step: int |
                 ) -> dict[str, Any]:  # fmt: skip
     """Diagnostics of the run in ``workdir`` at ``step`` (default: its last checkpoint)."""
     workdir = Path(workdir)
-    config = run_lib.load_config(workdir, config_path)
-    run = run_lib.setup(config, workdir)
-    manager = run_lib.open_checkpoints(workdir)
-    steps = run_lib.saved_steps(manager)
-    if not steps:
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise ValueError(f"{workdir}: no checkpoint at step {step}; saved steps are {steps}")
-    state = run_lib.restore(manager, run, step)
-    manager.close()
+    run, state, step = run_lib.restore_latest(workdir, config_path, step)
+    config = run.config
     records, feats = frame_features(run, state)
     truth = frames.record_labels(run.test_source, config.data.raw_dir)
     idx = run.test_index

@@ -83,16 +83,8 @@ def map_test_chunks(
 
 def extract(workdir: str | Path, keep_maps: bool = False, step: int | None = None) -> Chunks:
     """Restore ``workdir``'s checkpoint (default: the last) and embed every test chunk."""
-
-    workdir = Path(workdir)
-    config = run_lib.load_config(workdir, None)
-    run = run_lib.setup(config, workdir)
-    manager = run_lib.open_checkpoints(workdir)
-    steps = run_lib.saved_steps(manager)
-    if not steps:
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
-    state = run_lib.restore(manager, run, steps[-1] if step is None else step)
-    manager.close()
+    run, state, _ = run_lib.restore_latest(workdir, step=step)
+    config = run.config
     maps, gaps = [], []
 
     def collect(m: np.ndarray) -> None:
