@@ -15,6 +15,7 @@ from reid_jax.fusion.cosine import (
     center_weights,
     floor_weight,
 )
+from reid_jax.fusion.cosine import __doc__ as cosine_doc
 
 
 def _jit_cc(frames, **kwargs):
@@ -170,7 +171,9 @@ def test_documented_floor_values():
     # (arccos sees scores clipped 1e-6 inside [-1, 1]: the angles are 1.4e-3 off 0 and pi)
     gap = math.pi - 2 * math.acos(1 - ARCCOS_MARGIN)
     np.testing.assert_allclose(w[0, 1], 1 / (1 + 2 * math.exp(gap)), rtol=1e-4)
-    assert 1 / (1 + math.exp(math.pi)) == pytest.approx(0.041, abs=5e-4)
+    # the docstring's two-frame angle floor at tau = 1 is what its formula gives
+    floor = 1 / (1 + math.exp(math.pi))
+    assert f"1 / (1 + exp(pi / tau)) = {floor:.3f} at tau = 1" in " ".join(cosine_doc.split())
 
 
 @pytest.mark.parametrize("t", [1, 3, 5, 6])
