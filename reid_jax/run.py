@@ -136,12 +136,10 @@ def abstract_state(seed: int, model: Any, tx: Any, clip_shape: tuple, mesh: Any)
 def initial_state(run: Run) -> Any:
     """The initialised train state, laid out as ``run.abstract_state``; the backbone from
     ``config.model.pretrained`` (read here only, so a resumed run never needs the file)."""
-    state, _ = state_lib.create(
-        jax.random.key(run.config.seed), run.model, run.tx, run.clip_shape,
-        lambda _: jax.tree.map(lambda a: a.sharding, run.abstract_state),
+    return state_lib.initialise(
+        jax.random.key(run.config.seed), run.model, run.tx, run.clip_shape, run.abstract_state,
         pretrained=config_base.pretrained_weights(run.config),
     )  # fmt: skip
-    return state
 
 
 def load_config(workdir: Path, config_path: str | None = None) -> ml_collections.ConfigDict:

@@ -81,23 +81,37 @@ def create(
     (config.model.pretrained): a weights file or import_weights dir whose backbone params and
     batch_stats replace the random ones; "" keeps the random init.
     """
-    fn = functools.partial(init_fn, model=model, tx=tx, clip_shape=clip_shape)
-    abstract = jax.eval_shape(fn, rng)
+    abstract = jax.eval_shape(
+        functools.partial(init_fn, model=model, tx=tx, clip_shape=clip_shape), rng
+    )
     if callable(sharding):
         shardings = sharding(abstract)
     else:
         shardings = jax.tree.map(lambda _: sharding, abstract)
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    return initialise(rng, model, tx, clip_shape, abstract, pretrained), abstract
+
+
+def initialise(
+    rng: jax.Array,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    clip_shape: tuple,
+    abstract: TrainState,
+    pretrained: str = "",
+) -> TrainState:
+    """The state laid out as ``abstract`` (whose leaves carry their shardings), initialised by
+    ``jax.jit(init, out_shardings=...)``; the backbone from ``pretrained`` if given."""
+    fn = functools.partial(init_fn, model=model, tx=tx, clip_shape=clip_shape)
+    shardings = jax.tree.map(lambda a: a.sharding, abstract)
     if pretrained:
         backbone = load_pretrained_backbone(
             pretrained, abstract, shardings, model=model, image_size=tuple(clip_shape[2:4])
         )
-        state = jax.jit(fn, out_shardings=shardings)(rng, backbone)
-    else:
-        state = jax.jit(fn, out_shardings=shardings)(rng)
-    abstract = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
-    return state, abstract
+        return jax.jit(fn, out_shardings=shardings)(rng, backbone)
+    return jax.jit(fn, out_shardings=shardings)(rng)
 
 
 def load_pretrained_backbone(
