@@ -19,7 +19,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="reid
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # LLVM's optimisation passes off: the tests check values, not speed, and most of their time is
 # compiling (-14% on the model tests, measured side by side). Runs without it (`make demo`, the
-# benchmarks) are unaffected; the multi-host tests clear XLA_FLAGS for their processes.
+# benchmarks) are unaffected; the multi-host tests' processes inherit it.
 _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit it
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()

@@ -78,15 +78,16 @@ def test_job_writes_records_then_a_restart_skips_them(trained, monkeypatch, caps
     assert seen == [1] and [r["step"] for r in done] == [1, 2, 3]
     assert (ev / "step_2.json").stat().st_mtime_ns == stamp
     assert len((ev / "results.csv").read_text().splitlines()) == 4
-    # Changed test-time settings make the old records stale: everything is evaluated again.
+    # Changed test-time settings make the old records stale: everything is evaluated again
+    # (normalised features: a change after extraction, so no new program to compile).
     seen.clear()
-    flipped = copy.deepcopy(cfg)
-    flipped.evals.retrieval.flip = True
+    normalised = copy.deepcopy(cfg)
+    normalised.evals.retrieval.normalize = True
     job_lib.evaluate_run(
-        flipped, workdir, job_lib.Options(steps=[3], ranked_queries="", plots=False)
+        normalised, workdir, job_lib.Options(steps=[3], ranked_queries="", plots=False)
     )
     assert seen == [3]
-    assert json.loads((ev / "step_3.json").read_text())["settings"]["evals"]["flip"] is True
+    assert json.loads((ev / "step_3.json").read_text())["settings"]["evals"]["normalize"] is True
 
 
 def test_unsaved_epoch_is_named_with_the_saved_ones(trained):

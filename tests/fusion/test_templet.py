@@ -136,8 +136,8 @@ def test_rescale_keeps_the_direction_and_gives_the_template_rms():
 def test_rescaled_fusion_stays_at_the_input_scale_over_levels():
     x = jnp.asarray(np.abs(np.random.default_rng(4).normal(size=(4, 8, 2, 2, 32))), jnp.float32)
     mean_norm = float(jnp.linalg.norm(x.mean(axis=(1, 2, 3)), axis=-1).mean())
-    plain, _ = templet(x)
-    scaled, _ = templet(x, rescale=True)
+    plain, _ = jax.jit(templet)(x)
+    scaled, _ = jax.jit(functools.partial(templet, rescale=True))(x)
     assert float(jnp.linalg.norm(plain, axis=-1).mean()) > 5 * mean_norm
     assert 0.3 * mean_norm < float(jnp.linalg.norm(scaled, axis=-1).mean()) < 1.5 * mean_norm
     # degree 1 like the plain rule, so bfloat16 inputs of 1e6 stay finite
@@ -148,7 +148,8 @@ def test_rescaled_fusion_stays_at_the_input_scale_over_levels():
 
 def test_rescale_gradients_are_finite_at_zero_positions_and_zero_clips():
     # the reproducer: an all-zero clip gave NaN gradients with rescale=True
-    grad = jax.grad(lambda x: templet(x, rescale=True)[0].sum())(jnp.zeros((1, 2, 1, 1, 4)))
+    grad = jax.jit(jax.grad(lambda x: templet(x, rescale=True)[0].sum()))
+    grad = grad(jnp.zeros((1, 2, 1, 1, 4)))
     assert np.all(np.isfinite(grad))
     # post-ReLU maps: some positions zero in both frames of a pair; gradients for the inputs,
     # gamma / delta and the refinement kernels

@@ -1,27 +1,29 @@
 """Multi-device and multi-process training through launch/local.sh (CPU, gloo collectives).
 
-One tiny SynthMARS dataset is prepared once, before any process starts. Three layouts train the
-same 8 steps with the same global batch of 8: 1 process x 1 device, 1 process x 4 devices (mesh
-data=4) and 2 processes x 2 devices (mesh data=2, fsdp=2: parameters and Adam moments sharded).
-The 2 x 2 run is the uninterrupted reference for a run that is preempted (SIGTERM), restarted,
-loses a process (kill -9) and is restarted again: it must end with bit-identical parameters and
-optimiser state, the same per-step losses and the same data order.
+One tiny SynthMARS dataset is prepared once, before any process starts. Two layouts train the same
+8 steps with the same global batch of 8: 1 process x 1 device and 2 processes x 2 devices (mesh
+data=2, fsdp=2: parameters and Adam moments sharded, batch split over 4 devices). The 1 process x 4
+devices layout (data=4) lies between them and is left out for the suite's time (a 45-s launch);
+docs/scaling.md has its figures. The 2 x 2 run is the uninterrupted reference for a run that is
+preempted (SIGTERM), restarted, loses a process (kill -9) and is restarted again: it must end with
+bit-identical parameters and optimiser state, the same per-step losses and the same data order.
 
-What "the same losses" can mean is bounded by Adam. Its first step moves every coordinate by
-~lr * sign(gradient), and a few conv taps of this width-8 net have a true gradient of zero, so
-their computed gradient (~3e-9) is pure rounding noise of the cross-device sums: one layout
-moves them by ~0.2 * lr, another not at all or the other way. Until such a coordinate matters
-the layouts agree to float32 rounding; afterwards the difference grows chaotically (measured at
-lr=1e-3: 2e-3 in the step-5 loss between 1 and 4 devices). So, at lr=1e-4:
+What "the same losses" can mean is bounded by Adam. Its first step moves every coordinate by ~lr *
+sign(gradient), and a few conv taps of this width-8 net have a true gradient of zero, so their
+computed gradient (~3e-9) is pure rounding noise of the cross-device sums: one layout moves them by
+~0.2 * lr, another not at all or the other way. Until such a coordinate matters the layouts agree
+to float32 rounding; afterwards the difference grows chaotically (measured at lr=1e-3: 2e-3 in the
+step-5 loss between 1 and 4 devices). So, at lr=1e-4:
 
 - step 1 (no update yet: global-batch BatchNorm, triplet mining and gradient reduction only):
-  every layout within 1e-5 (measured ~5e-7);
-- steps 1-5 between the two 4-device layouts (the same 4 batch shards): within 1e-5;
+  within 1e-5 (measured ~5e-7);
 - steps 1-5 between 1 and 4 devices: within LOSS_BOUND_1_VS_4 = 1e-4 (measured up to 1.7e-5).
 
-The processes use JAX_DEFAULT_PRNG_IMPL=rbg: on CPU the threefry initialiser takes ~30 s to
-compile per process and rbg ~7 s; rbg's initial parameters are identical under the three
-meshes (the step-1 check would fail otherwise).
+The processes keep the suite's fast-compile XLA_FLAGS (tests/conftest.py): every run of the test
+compiles with the same flags, so bitwise equality between runs still holds. They use
+JAX_DEFAULT_PRNG_IMPL=rbg: on CPU the threefry initialiser takes ~30 s to compile per process and
+rbg ~7 s; rbg's initial parameters are identical under both meshes (the step-1 check would
+fail otherwise).
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ LOSS_TOL = 1e-5
 LOSS_BOUND_1_VS_4 = 1e-4  # see the module docstring
 LAYOUTS = {  # name: (processes, devices per process, mesh overrides)
     "1x1": (1, 1, {"data": 1, "fsdp": 1}),
-    "1x4": (1, 4, {"data": 4, "fsdp": 1}),
     "2x2": (2, 2, {"data": 2, "fsdp": 2}),
 }
 
@@ -111,7 +112,6 @@ class Run:
             "REID_JAX_HEARTBEAT_TIMEOUT": str(heartbeat_s),
             "JAX_DEFAULT_PRNG_IMPL": "rbg",  # see the module docstring
         }
-        env.pop("XLA_FLAGS", None)
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -179,7 +179,7 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def layouts(setup):
-    """The three uninterrupted layouts, run one after the other (2 CPU cores)."""
+    """The uninterrupted layouts, run one after the other (2 CPU cores)."""
     runs = {}
     for layout in LAYOUTS:
         run = Run(setup, f"straight_{layout}", layout, save_every=STEPS)
@@ -189,7 +189,7 @@ def layouts(setup):
     return runs
 
 
-def test_one_two_and_four_devices_give_the_same_losses(layouts):
+def test_one_and_four_devices_in_two_processes_give_the_same_losses(layouts):
     losses = {name: run.losses() for name, run in layouts.items()}
     for name, values in losses.items():
         assert len(values) == STEPS, name
@@ -198,26 +198,21 @@ def test_one_two_and_four_devices_give_the_same_losses(layouts):
     first = {
         name: read_jsonl(run.workdir / "train_metrics.jsonl")[0] for name, run in layouts.items()
     }
-    for name in ("1x4", "2x2"):
-        assert first[name]["loss"] == pytest.approx(first["1x1"]["loss"], abs=LOSS_TOL), name
-        assert first[name]["grad_norm"] == pytest.approx(first["1x1"]["grad_norm"], rel=LOSS_TOL)
-        np.testing.assert_allclose(
-            losses[name][:5], ref[:5], rtol=0, atol=LOSS_BOUND_1_VS_4, err_msg=name
-        )
-    np.testing.assert_allclose(losses["2x2"][:5], losses["1x4"][:5], rtol=0, atol=LOSS_TOL)
+    assert first["2x2"]["loss"] == pytest.approx(first["1x1"]["loss"], abs=LOSS_TOL)
+    assert first["2x2"]["grad_norm"] == pytest.approx(first["1x1"]["grad_norm"], rel=LOSS_TOL)
+    np.testing.assert_allclose(losses["2x2"][:5], ref[:5], rtol=0, atol=LOSS_BOUND_1_VS_4)
     print({name: np.abs(v[:5] - ref[:5]).max() for name, v in losses.items()})
     # The same global batches, in the same order, whatever the layout.
     orders = {name: run.data_order() for name, run in layouts.items()}
-    assert orders["1x4"] == orders["1x1"] == orders["2x2"]
+    assert orders["1x1"] == orders["2x2"]
     assert [len(o["tracklets"]) for o in orders["1x1"]] == [8] * STEPS
     # Evaluation: features embedded on every device, gathered to each process; same metrics.
     maps = {
         name: json.loads((run.workdir / "eval_history.json").read_text())[-1]
         for name, run in layouts.items()
     }
-    for name in ("1x4", "2x2"):
-        for key in ("retrieval/official/mAP", "retrieval/legacy/mAP", "retrieval/legacy/Rank1"):
-            assert maps[name][key] == pytest.approx(maps["1x1"][key], abs=1e-4), (name, key)
+    for key in ("retrieval/official/mAP", "retrieval/legacy/mAP", "retrieval/legacy/Rank1"):
+        assert maps["2x2"][key] == pytest.approx(maps["1x1"][key], abs=1e-4), key
 
 
 def test_fsdp_shards_parameters_and_optimizer_state(layouts):
@@ -236,7 +231,7 @@ def test_fsdp_shards_parameters_and_optimizer_state(layouts):
         assert tuple(leaf.sharding.partition_spec) == (None, None, "fsdp", None), name
     step = meta["step"]
     assert tuple(step.sharding.partition_spec) == ()
-    ref = layouts["1x4"].workdir / "checkpoints" / str(STEPS) / "state"
+    ref = layouts["1x1"].workdir / "checkpoints" / str(STEPS) / "state"
     ref_kernel = ocp.StandardCheckpointer().metadata(ref).item_metadata["params"]["backbone"]
     assert tuple(ref_kernel["layer4_1"]["conv2"]["kernel"].sharding.partition_spec) == ()
 
