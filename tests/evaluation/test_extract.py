@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import jax
 import numpy as np
@@ -56,6 +57,13 @@ def _evaluator(cfg, model, source, index, changes=None):
     )  # fmt: skip
 
 
+def _head(index, n: int = 16):
+    """The first ``n`` tracklets of ``index``: extraction tests need no full split."""
+    return dataclasses.replace(
+        index, **{f.name: getattr(index, f.name)[:n] for f in dataclasses.fields(index)}
+    )
+
+
 def _frames(source, index, t, height, width):
     start, length = int(index.start[t]), int(index.length[t])
     clip = np.stack([transforms.decode_jpeg(source[start + i]["jpeg"]) for i in range(length)])
@@ -64,6 +72,7 @@ def _frames(source, index, t, height, width):
 
 def test_chunked_extraction_equals_unchunked_and_ignores_the_batch_size(setup):
     cfg, model, state, source, index = setup
+    index = _head(index, 24)
     d = cfg.data
     small = _evaluator(cfg, model, source, index, {"data.test_batch_size": 2}).features(state)
     large = _evaluator(cfg, model, source, index, {"data.test_batch_size": 16}).features(state)
@@ -81,6 +90,7 @@ def test_chunked_extraction_equals_unchunked_and_ignores_the_batch_size(setup):
 
 def test_flip_tta_averages_the_mirrored_clip(setup, monkeypatch):
     cfg, model, state, source, index = setup
+    index = _head(index)
     plain = _evaluator(cfg, model, source, index).features(state)
     tta = _evaluator(cfg, model, source, index, {"evals.retrieval.flip": True}).features(state)
     original = transforms.test_transforms
