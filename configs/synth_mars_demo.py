@@ -7,7 +7,7 @@ research note's table. The whole demo fits in ~15 minutes on 2 CPU cores.
     python -m reid_jax.main --config configs/synth_mars_demo.py --workdir runs/demo
 
 Other fusions: ``--config.model.fusion=<name>`` (see ``reid_jax.fusion.FUSIONS``).
-``configs/synth_mars_demo.py:tiny`` is the test-sized variant (tiny data, ResNet-18 width 8,
+``configs/synth_mars_demo.py:tiny`` is the test-sized variant (tiny data, ResNet-10 width 8,
 64x32, few steps).
 """
 
@@ -48,7 +48,7 @@ def get_config(arg: str = "") -> "ml_collections.ConfigDict":  # noqa: F821
         c.data.p, c.data.k = 4, 2
         c.data.num_workers = 0
         c.data.test_batch_size = 16
-        c.model.width = 8
+        c.model.arch, c.model.width = "resnet10", 8
         c.num_epochs = 2
         c.eval_every_epochs = 1
         c.optim.warmup_epochs = 0

@@ -217,6 +217,9 @@ class ResNet(nn.Module):
 
 
 RESNETS: dict[str, Callable[..., ResNet]] = {
+    # One basic block per stage: the test configs' backbone (half ResNet-18's compile and
+    # step time on CPU), and a small model for quick experiments. No torchvision weights.
+    "resnet10": functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block="basic"),
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic"),
     "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="basic"),
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck"),

@@ -61,7 +61,7 @@ def train(tmp_path_factory, trained):
     return run
 
 
-# The fused feature's width for the tiny ResNet-18 (width 8: 64 output channels): two_branch
+# The fused feature's width for the tiny ResNet-10 (width 8: 64 output channels): two_branch
 # concatenates its branches, the LSTM returns its hidden state (default 512).
 C = 64
 

@@ -30,6 +30,7 @@ def _count(tree) -> int:
     "arch,width,last_stride,expected",
     [
         ("resnet18", 16, 1, (2, 8, 4, 128)),
+        ("resnet10", 16, 1, (2, 8, 4, 128)),
         ("resnet18", 16, 2, (2, 4, 2, 128)),
         ("resnet50", 8, 1, (2, 8, 4, 256)),
         ("resnet50", 8, 2, (2, 4, 2, 256)),
@@ -46,6 +47,9 @@ def test_output_shape_128x64(arch, width, last_stride, expected):
     "arch,expected",
     [
         ("resnet18", 11_689_512 - 513_000),  # torchvision total minus fc (512*1000 + 1000)
+        # ResNet-18 without each stage's second block (two 3x3 C->C convs, two BatchNorms):
+        # 11,176,512 - sum over C = 64..512 of (18 C^2 + 4 C) = 11,176,512 - 6,270,720
+        ("resnet10", 4_905_792),
         ("resnet50", 25_557_032 - 2_049_000),  # minus fc (2048*1000 + 1000)
     ],
 )

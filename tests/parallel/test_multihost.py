@@ -218,13 +218,13 @@ def test_one_and_four_devices_in_two_processes_give_the_same_losses(layouts):
 def test_fsdp_shards_parameters_and_optimizer_state(layouts):
     path = layouts["2x2"].workdir / "checkpoints" / str(STEPS) / "state"
     meta = ocp.StandardCheckpointer().metadata(path).item_metadata
-    kernel = meta["params"]["backbone"]["layer4_1"]["conv2"]["kernel"]  # (3, 3, 64, 64)
+    kernel = meta["params"]["backbone"]["layer4_0"]["conv2"]["kernel"]  # (3, 3, 64, 64)
     assert tuple(kernel.sharding.partition_spec) == (None, None, "fsdp", None)
     # Adam's moments follow their parameters; scalars (step, Adam's count) stay replicated.
     moments = [
         (jax.tree_util.keystr(path), leaf)
         for path, leaf in jax.tree_util.tree_flatten_with_path(meta["opt_state"])[0]
-        if "layer4_1']['conv2']['kernel" in jax.tree_util.keystr(path)
+        if "layer4_0']['conv2']['kernel" in jax.tree_util.keystr(path)
     ]
     assert len(moments) == 2  # mu and nu
     for name, leaf in moments:
@@ -233,7 +233,7 @@ def test_fsdp_shards_parameters_and_optimizer_state(layouts):
     assert tuple(step.sharding.partition_spec) == ()
     ref = layouts["1x1"].workdir / "checkpoints" / str(STEPS) / "state"
     ref_kernel = ocp.StandardCheckpointer().metadata(ref).item_metadata["params"]["backbone"]
-    assert tuple(ref_kernel["layer4_1"]["conv2"]["kernel"].sharding.partition_spec) == ()
+    assert tuple(ref_kernel["layer4_0"]["conv2"]["kernel"].sharding.partition_spec) == ()
 
 
 def test_sigterm_then_kill_9_then_restart_equals_the_uninterrupted_run(setup, layouts):

@@ -64,7 +64,7 @@ def test_cli_refuses_before_preparing_data(tmp_path):
 
 def test_triplet_on_the_bn_feature():
     """loss.triplet_feature="bn" feeds the BNNeck output to the triplet loss (AP3D's train.py)."""
-    model = ReIDModel(num_classes=3, arch="resnet18", width=8)
+    model = ReIDModel(num_classes=3, arch="resnet10", width=8)
     clips = jax.random.uniform(jax.random.key(0), (6, 2, 32, 16, 3), maxval=255.0)
     variables = jax.jit(lambda x: model.init(jax.random.key(1), x, train=False))(clips)
     tx = optax.sgd(0.0)
