@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # --durations): with `--dist loadfile` each file goes whole to the next free worker, so starting
 # with the long ones keeps both workers busy to the end instead of one finishing alone.
 SLOW_FIRST = (
-    "parallel/test_multihost.py",  # 270
-    "fusion/test_training.py",  # 250
-    "inference/test_export.py",  # 150
-    "experiments/test_ablate.py",  # 140
-    "models/test_temporal_backbone.py",  # 120
-    "evaluation/test_job.py",  # 90
-    "train/test_recipes.py",  # 80
+    "parallel/test_multihost.py",  # 254
+    "experiments/test_ablate.py",  # 114
+    "fusion/test_training.py",  # 111
+    "inference/test_export.py",  # 92
+    "models/test_temporal_backbone.py",  # 92
+    "evaluation/test_job.py",  # 70
+    "train/test_recipes.py",  # 50
 )
 
 

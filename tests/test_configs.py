@@ -97,6 +97,13 @@ def test_there_is_a_demo_and_the_research_recipe():
     assert {"synth_mars_demo", "mars_r50"} <= names
 
 
+def test_the_tiny_test_config_trains_a_resnet10():
+    """README's Tests section: the tiny configs train a ResNet-10 (the demo itself a ResNet-18)."""
+    demo = ROOT / "configs" / "synth_mars_demo.py"
+    assert load_config_file(demo, "tiny").model.arch == "resnet10"
+    assert load_config_file(demo).model.arch == "resnet18"
+
+
 def test_mars_r50_default_is_the_research_recipe():
     """The values configs/mars_r50_tp.py set (hand-copied), now mars_r50.py's default."""
     c = load_config_file(ROOT / "configs" / "mars_r50.py")
