@@ -1,4 +1,4 @@
-"""Every fusion inside the whole model's training step, and two-step training runs of the demo
+"""Every fusion inside the whole model's training step, and short training runs of the demo
 config (``synth_mars_demo.get_config("tiny")``) on one SynthMARS tree; the evaluation's
 per-frame weight dump.
 
