@@ -1,5 +1,5 @@
 """Every fusion inside the whole model's training step, and short training runs of the demo
-config (``synth_mars_demo.get_config("tiny")``) on one SynthMARS tree; the evaluation's
+config (``synth_mars_demo.get_config("tiny")``) on the suite's tiny SynthMARS tree; the evaluation's
 per-frame weight dump.
 
 Every fusion is traced through the jitted training step of the tiny model (forward, losses,
@@ -40,22 +40,22 @@ def _demo_config():
 
 
 @pytest.fixture(scope="module")
-def train(tmp_path_factory, trained):
-    """``train(method) -> (config, train_and_evaluate's result)``, each method trained once
-    (``mean``: the shared tiny run, 3 steps)."""
-    data = tmp_path_factory.mktemp("synth")
+def train(tmp_path_factory, tiny_data, trained):
+    """``train(method) -> (config, train_and_evaluate's result)``, each method trained once on
+    the suite's tiny SynthMARS (``mean``: the shared tiny run, 3 steps)."""
+    runs_dir = tmp_path_factory.mktemp("fusion_runs")
     runs = {"mean": (trained[0], trained[2])}
 
     def run(method: str):
         if method not in runs:
             cfg = _demo_config()
             cfg.num_steps, cfg.eval_every_epochs = 2, 0
-            cfg.data.raw_dir, cfg.data.data_dir = str(data / "raw"), str(data / "tfds")
+            cfg.data.raw_dir, cfg.data.data_dir = tiny_data
             cfg.checkpoint.every_steps, cfg.checkpoint.async_save = 1000, False
             cfg.model.fusion = method
             cfg.lock()
             with jax.default_prng_impl("unsafe_rbg"):  # threefry init compiles slowly on CPU
-                runs[method] = cfg, train_and_evaluate(cfg, data / f"run_{method}")
+                runs[method] = cfg, train_and_evaluate(cfg, runs_dir / method)
         return runs[method]
 
     return run
