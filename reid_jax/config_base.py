@@ -13,6 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from reid_jax import fusion
+from reid_jax.data import builders
 from reid_jax.evaluation import evaluators
 
 
@@ -34,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 520
     c.num_steps = -1  # > 0 overrides num_epochs
     c.log_every_steps = 50
+    c.log_every_epochs = config_dict.placeholder(float)  # set: overrides log_every_steps
     c.log_data_order = False  # record each step's global tracklet ids in data_order.jsonl
     c.eval_every_epochs = 40.0
     c.eval_start_epochs = 0.0  # no periodic evaluation before this epoch (the last always runs)
@@ -80,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
     # two_branch's as --config.model.fusion_kwargs.appearance.tau=0.1. See docs/fusion.md.
     c.model.fusion_kwargs = fusion_placeholders(fusion.option_table())
     c.model.dtype = "float32"
+    c.model.zero_init_residual = False  # last BN of each residual block starts at 0 (Goyal et al.)
     # Temporal layers inside a ResNet (docs/models.md): kind "none" (C2D: frames independent),
     # "c3d" (3x1x1 residual temporal conv, AP3D's P3D-C), "i3d" (3x3x3 inflated conv) or "ap3d"
     # (appearance-preserving 3D conv, AP3D's APP3DC) in the blocks named by "stage.block" lists
@@ -133,6 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
             weight_decay=5e-4,
             b1=0.9,
             b2=0.999,
+            eps=1e-8,  # Adam's epsilon (torch.optim.Adam's default)
             warmup_epochs=0.0,
             warmup_factor=0.01,
             schedule="step",
@@ -170,6 +174,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict(
         dict(
             every_steps=1000,
+            every_epochs=config_dict.placeholder(float),  # set: overrides every_steps
             keep_last=2,
             keep_best=True,
             best_metric="retrieval/official/mAP",
@@ -217,6 +222,12 @@ RANGES = (
     ("optim.grad_clip_norm", 0, "gradient clipping norm (0 = off)"),
 )
 PROBABILITIES = ("data.flip_p", "data.erase_p")
+# Intervals that may be given in epochs instead of steps (``run.interval_steps``): key -> the
+# steps key it overrides when set.
+INTERVALS_IN_EPOCHS = {
+    "log_every_epochs": "log_every_steps",
+    "checkpoint.every_epochs": "checkpoint.every_steps",
+}
 
 
 def check_ranges(config: ml_collections.ConfigDict) -> None:
@@ -234,6 +245,10 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
         value = get(key)
         if value < low:
             raise ConfigError(f"config.{key}={value!r} ({meaning}): expected >= {low}")
+    for key in INTERVALS_IN_EPOCHS:
+        value = get(key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"config.{key}={value!r}: expected > 0 epochs (or unset: steps)")
     for key in PROBABILITIES:
         if not 0.0 <= get(key) <= 1.0:
             raise ConfigError(f"config.{key}={get(key)!r}: expected a probability in [0, 1]")
@@ -253,9 +268,16 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
 
 
 def check_evals(config: ml_collections.ConfigDict) -> None:
-    """ConfigError naming an evaluator setting that cannot run, or a ``checkpoint.best_metric``
-    that no evaluator reports: checked before anything starts, not at the first evaluation."""
+    """ConfigError naming an unknown dataset, an evaluator setting that cannot run, a protocol
+    that is not the dataset's (``builders.DATASETS[name].PROTOCOLS``: MARS's official / appended
+    only on MARS-format data), or a ``checkpoint.best_metric`` that no evaluator reports:
+    checked before anything starts, not at the first evaluation."""
     reported = []
+    dataset = builders.DATASETS.get(config.data.name)
+    if dataset is None:
+        raise ConfigError(
+            f"config.data.name={config.data.name!r}: expected one of {sorted(builders.DATASETS)}"
+        )
     for name, entry in config.evals.items():
         if entry.type not in evaluators.EVALUATORS:
             raise ConfigError(
@@ -267,6 +289,13 @@ def check_evals(config: ml_collections.ConfigDict) -> None:
         except ValueError as e:
             message = f"config.{e}".replace("config.evals.", f"config.evals.{name}.", 1)
             raise ConfigError(message) from None
+        foreign = [p for p in entry.protocols if p not in dataset.PROTOCOLS]
+        if foreign:
+            raise ConfigError(
+                f"config.evals.{name}.protocols={tuple(entry.protocols)}: {foreign} not a protocol "
+                f"of {config.data.name}; expected a subset of {dataset.PROTOCOLS} "
+                "(docs/evaluation.md)"
+            )
         reported += [f"{name}/{m}" for m in evaluators.reported_metrics(entry)]
     best = config.checkpoint.best_metric
     if best not in reported:

@@ -44,6 +44,8 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     eval_steps: list[int]
+    log_every: int  # steps between log lines (``interval_steps``)
+    checkpoint_every: int  # steps between checkpoints besides the evaluation steps
     model: Any
     tx: Any
     clip_shape: tuple[int, ...]
@@ -73,6 +75,29 @@ def schedule_steps(config: Any, steps_per_epoch: int) -> tuple[int, list[int]]:
     return total, evals
 
 
+def interval_steps(config: Any, epochs_key: str, steps_per_epoch: int) -> int:
+    """An interval that may be set in epochs (``epochs_key``, e.g. "checkpoint.every_epochs")
+    or in steps (the key ``config_base.INTERVALS_IN_EPOCHS`` pairs with it), as steps: the epoch
+    value, when set, through ``sampling.to_steps``. ConfigError if it rounds to no step."""
+    steps_key = config_base.INTERVALS_IN_EPOCHS[epochs_key]
+    epochs = _get(config, epochs_key)
+    if epochs is None:
+        return int(_get(config, steps_key))
+    steps = sampling.to_steps(epochs, steps_per_epoch)
+    if steps < 1:
+        raise config_base.ConfigError(
+            f"config.{epochs_key}={epochs!r} is {steps} steps (an epoch is {steps_per_epoch} "
+            "steps): expected at least one step"
+        )
+    return steps
+
+
+def _get(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
 def setup(config: Any, workdir: str | Path) -> Run:
     """Checks the config, prepares the data if needed, and builds the run (nothing initialised)."""
     config_base.check_ranges(config)  # a bad value is named before the data is prepared
@@ -100,7 +125,9 @@ def build(config: Any, workdir: str | Path, num_classes: int, steps_per_epoch: i
     clip_shape = (d.p * d.k, d.seq_len, d.height, d.width, 3)
     return Run(
         config=config, workdir=Path(workdir), steps_per_epoch=steps_per_epoch, total_steps=total,
-        eval_steps=evals, model=model, tx=tx, clip_shape=clip_shape,
+        eval_steps=evals, log_every=interval_steps(config, "log_every_epochs", steps_per_epoch),
+        checkpoint_every=interval_steps(config, "checkpoint.every_epochs", steps_per_epoch),
+        model=model, tx=tx, clip_shape=clip_shape,
         abstract_state=abstract_state(config.seed, model, tx, clip_shape, mesh),
         mesh=mesh, process=process_slice(mesh, d.p * d.k, d.test_batch_size),
     )  # fmt: skip
@@ -149,7 +176,20 @@ def load_config(workdir: Path, config_path: str | None = None) -> ml_collections
     path = workdir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass --config (the run's config file)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    _add_missing(config, config_base.base_config())  # a run saved before a key was added
+    return config
+
+
+def _add_missing(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> None:
+    """Gives ``config`` every key of ``defaults`` it lacks (recursively), keeping its values."""
+    for key, value in defaults.items():
+        if key not in config:
+            config[key] = value
+        elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+            config[key], ml_collections.ConfigDict
+        ):
+            _add_missing(config[key], value)
 
 
 def open_checkpoints(workdir: str | Path) -> ocp.CheckpointManager:

@@ -38,6 +38,34 @@ def test_an_evaluator_setting_that_cannot_run_is_named_with_its_entry():
         config_base.check_evals(c)
 
 
+def test_protocols_must_be_the_datasets():
+    """official / appended are MARS's (its MATLAB code; the papers' test() appends queries on
+    MARS only); the other datasets are scored with legacy, as their configs do."""
+    from reid_jax.data import builders  # noqa: PLC0415
+
+    c = config_base.base_config()
+    for name in ("mars", "synth_mars"):
+        c.data.name = name
+        config_base.check_evals(c)  # all three protocols
+    c.data.name = "ilidsvid"
+    with pytest.raises(
+        ConfigError,
+        match=r"^config.evals.retrieval.protocols=\('official', 'legacy', 'appended'\): "
+        r"\['official', 'appended'\] not a protocol of ilidsvid; expected a subset of "
+        r"\('legacy',\)",
+    ):
+        config_base.check_evals(c)
+    c.evals.retrieval.protocols = ("legacy",)
+    c.checkpoint.best_metric = "retrieval/legacy/mAP"
+    for name in ("ilidsvid", "prid2011", "duke_video"):
+        c.data.name = name
+        config_base.check_evals(c)
+    assert set(builders.DATASETS) == {"mars", "synth_mars", "ilidsvid", "prid2011", "duke_video"}
+    c.data.name = "mars2"
+    with pytest.raises(ConfigError, match=r"^config.data.name='mars2': expected one of \['duke"):
+        config_base.check_evals(c)
+
+
 def test_a_bad_best_metric_fails_before_data_preparation(tmp_path):
     from reid_jax.jobs.training import train_and_evaluate  # noqa: PLC0415 (heavy)
 

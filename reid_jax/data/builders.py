@@ -47,13 +47,16 @@ AUTO_WORKERS_MIN_FRAMES = 20_000  # below this, num_workers=None serializes in-p
 # default zstd makes writing ~3x and every random read cheaper.
 WRITER_OPTIONS = "group_size:1,uncompressed"
 
-MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    """\
 Put the MARS release in the manual dir (e.g. `data/manual/mars/`) as:
   bbox_train/<pid4>/<pid4>C<cam>T<tracklet4>F<frame3>.jpg   (unzipped bbox_train.zip)
   bbox_test/<pid4>/...                                       (unzipped bbox_test.zip; junk in 00-1/)
   info/train_name.txt, info/test_name.txt, info/tracks_train_info.mat,
   info/tracks_test_info.mat, info/query_IDX.mat
-""" + mars.GET_MARS
+"""
+    + mars.GET_MARS
+)
 
 
 def _features() -> tfds.features.FeaturesDict:
@@ -154,6 +157,9 @@ class _TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     DESCRIPTION = "Video person re-identification frames."
     FINGERPRINT_OF = "frame lists or split files"  # what a fingerprint mismatch means
+    # Evaluation protocols (reid_jax.evaluation.metrics) that are this dataset's: the query /
+    # gallery scoring of the field's code ("legacy"); MARS-format data adds its own two.
+    PROTOCOLS: tuple[str, ...] = ("legacy",)
     read_tree: Callable[[Path], Tree]  # reads a manual dir; each dataset sets a staticmethod
     num_workers = 0  # serialization processes; prepare() sets it per build
     _tree_cache: tuple[Path, Tree] | None = None
@@ -251,6 +257,9 @@ class _MarsFormatBuilder(_TrackletBuilder, skip_registration=True):
 
     DESCRIPTION = "MARS video person re-identification frames."
     FINGERPRINT_OF = "info files"
+    # MARS's MATLAB code ("official") and the video papers' test() that appends the queries to
+    # the gallery ("appended", AP3D / PSTA: MARS only), beside "legacy".
+    PROTOCOLS = ("official", "legacy", "appended")
     read_tree = staticmethod(tracklets.read_mars)
 
     def manual_fingerprint(self, root: Path) -> str:

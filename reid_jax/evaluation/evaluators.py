@@ -49,17 +49,17 @@ def check_config(cfg: Any) -> None:
         raise ValueError(f"evals.feature={cfg.feature!r}: expected 'bn' or 'raw'")
     if cfg.distance not in ("euclidean", "cosine"):
         raise ValueError(f"evals.distance={cfg.distance!r}: expected 'euclidean' or 'cosine'")
-    if cfg.get("aqe_k", 0) < 0 or cfg.get("rerank_k1", 20) < 1 or cfg.get("rerank_k2", 6) < 1:
+    if cfg.aqe_k < 0 or cfg.rerank_k1 < 1 or cfg.rerank_k2 < 1:
         raise ValueError(
-            f"evals: aqe_k={cfg.get('aqe_k')} must be >= 0 and rerank_k1={cfg.get('rerank_k1')}"
-            f", rerank_k2={cfg.get('rerank_k2')} >= 1"
+            f"evals: aqe_k={cfg.aqe_k} must be >= 0 and rerank_k1={cfg.rerank_k1}"
+            f", rerank_k2={cfg.rerank_k2} >= 1"
         )
     if cfg.aqe_mode not in AQE_MODES:
         raise ValueError(f"evals.aqe_mode={cfg.aqe_mode!r}: expected one of {AQE_MODES}")
     if cfg.aqe_times < 1:
         raise ValueError(f"evals.aqe_times={cfg.aqe_times}: expected >= 1")
-    if not 0.0 <= cfg.get("rerank_lambda", 0.3) <= 1.0:
-        raise ValueError(f"evals.rerank_lambda={cfg.get('rerank_lambda')}: expected 0..1")
+    if not 0.0 <= cfg.rerank_lambda <= 1.0:
+        raise ValueError(f"evals.rerank_lambda={cfg.rerank_lambda}: expected 0..1")
 
 
 class RetrievalEvaluator:
@@ -81,7 +81,7 @@ class RetrievalEvaluator:
             out_shardings=parallel.batch_sharding(mesh),
         )
         self._embed = self.embed
-        if cfg.get("flip", False):
+        if cfg.flip:
             self._embed = jax.jit(
                 functools.partial(_flip_embed, model=model, feature=cfg.feature),
                 out_shardings=parallel.batch_sharding(mesh),
@@ -143,7 +143,7 @@ class RetrievalEvaluator:
         """Full ``metrics.evaluate`` results per variant (``keep_distances`` adds "distances",
         "query_rows", "gallery_rows" to the first variant's, e.g. for ranked lists);
         camera-pair matrices on the plain official variant."""
-        pairs = self.cfg.get("camera_pairs", False) if camera_pairs is None else camera_pairs
+        pairs = self.cfg.camera_pairs if camera_pairs is None else camera_pairs
         idx = self.index
         out = {}
         for variant in self.variants():
@@ -180,9 +180,9 @@ class RetrievalEvaluator:
 def variants(cfg: Any) -> list[str]:
     """Result names of a retrieval entry: each protocol, plus ``+aqe`` / ``+rerank`` variants."""
     out = list(cfg.protocols)
-    if cfg.get("aqe_k", 0) > 0:
+    if cfg.aqe_k > 0:
         out += [f"{p}+aqe" for p in cfg.protocols]
-    if cfg.get("rerank", False):
+    if cfg.rerank:
         out += [f"{p}+rerank" for p in cfg.protocols]
     return out
 

@@ -39,7 +39,7 @@ def embed_fn(embedder: Any, image: bool = False) -> Any:
     """The embedding as a function of one array (clips uint8 [N,T,H,W,3], or with ``image``
     normalised float32 [N,3,H,W]) -> [N, D] float32, the weights closed over."""
     cfg = embedder.evaluator.cfg
-    step = evaluators._flip_embed if cfg.get("flip", False) else embed_lib.embed_step
+    step = evaluators._flip_embed if cfg.flip else embed_lib.embed_step
     fn = functools.partial(step, model=embedder.model, feature=cfg.feature)
     state = embedder.state
 

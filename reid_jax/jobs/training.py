@@ -143,8 +143,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
             state, m = train_step(state, batch)
             step_metrics.append(m)
             unchecked.append((step, m))
-            log_due = step % config.log_every_steps == 0 or step == total_steps
-            save_due = step in eval_steps or step % config.checkpoint.every_steps == 0
+            log_due = step % run.log_every == 0 or step == total_steps
+            save_due = step in eval_steps or step % run.checkpoint_every == 0
             preempt = watch.reached(step)
             if log_due or save_due or preempt:
                 check_finite(unchecked, manager)  # before anything is logged, evaluated or saved
@@ -168,7 +168,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                 metrics = _evaluate(evaluators, state, step, spe, writer)
                 history.append(metrics)
                 _write_history(workdir, history, config)
-            if metrics is not None or step % config.checkpoint.every_steps == 0:
+            if metrics is not None or step % run.checkpoint_every == 0:
                 best = {"mAP": metrics[config.checkpoint.best_metric]} if metrics else None
                 checkpoints.save(manager, step, state, train_iter, best)
         manager.wait_until_finished()

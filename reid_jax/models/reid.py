@@ -130,13 +130,14 @@ BACKBONES: dict[str, Callable[[ReIDModel, jax.Array, bool, int], jax.Array]] = {
 }
 
 
-def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReIDModel:
-    """Build a ReIDModel from config keys arch, width, last_stride, fusion, dtype, spatial_pool.
+MODEL_KEYS = ("arch", "width", "last_stride", "fusion", "fusion_kwargs", "dtype", "spatial_pool",
+              "zero_init_residual", "temporal", "vit")  # fmt: skip
 
-    Optional keys: fusion_kwargs (dict of fusion options), zero_init_residual (bool), vit (the
-    ViT options of config_base: used when arch is a ViT).
-    """
-    for key in ("arch", "width", "last_stride", "fusion", "dtype", "spatial_pool"):
+
+def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReIDModel:
+    """Build a ReIDModel from ``config.model`` (every key of ``config_base.base_config().model``:
+    the defaults live only there, so a missing key is an error that names it)."""
+    for key in MODEL_KEYS:
         if key not in config_model:
             raise ValueError(f"config.model is missing key {key!r}")
     if config_model.arch not in BACKBONES:
@@ -158,9 +159,7 @@ def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReI
         )
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes}; expected a positive integer")
-    fusion_kwargs = resolve_options(
-        config_model.fusion, config_model.get("fusion_kwargs", None) or {}
-    )
+    fusion_kwargs = resolve_options(config_model.fusion, config_model.fusion_kwargs)
     return ReIDModel(
         num_classes=int(num_classes),
         arch=config_model.arch,
@@ -169,7 +168,7 @@ def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReI
         fusion=config_model.fusion,
         fusion_kwargs=tuple(sorted(fusion_kwargs.items())),
         dtype=DTYPES[config_model.dtype],
-        zero_init_residual=bool(config_model.get("zero_init_residual", False)),
+        zero_init_residual=bool(config_model.zero_init_residual),
         spatial_pool=config_model.spatial_pool,
         **(_vit_fields(config_model) or _temporal_fields(config_model)),
     )
@@ -177,7 +176,7 @@ def make_model(config_model: ml_collections.ConfigDict, num_classes: int) -> ReI
 
 def _temporal_fields(config_model: ml_collections.ConfigDict) -> dict[str, Any]:
     """A ResNet's temporal layers from ``config.model.temporal`` (reid_jax.models.inflated)."""
-    if config_model.arch not in RESNETS or config_model.get("temporal", None) is None:
+    if config_model.arch not in RESNETS:
         return {}
     stage_sizes = RESNETS[config_model.arch].keywords["stage_sizes"]
     fields = inflated.resnet_fields(config_model.temporal, stage_sizes)
@@ -186,8 +185,8 @@ def _temporal_fields(config_model: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def _vit_fields(config_model: ml_collections.ConfigDict) -> dict[str, Any]:
     """ReIDModel's ViT fields from ``config.model.vit`` (unset keys keep the arch's values)."""
-    vit = config_model.get("vit", None)
-    if config_model.arch not in VITS or vit is None:
+    vit = config_model.vit
+    if config_model.arch not in VITS:
         return {}
     if vit.tokens not in VIT_TOKENS:
         raise ValueError(f"config.model.vit.tokens={vit.tokens!r}; expected one of {VIT_TOKENS}")

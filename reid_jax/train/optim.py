@@ -59,7 +59,7 @@ def _step_main(
             f"config.optim.decay_epochs={decay_epochs}; expected increasing positive epochs"
         )
     boundaries = jnp.asarray([to_steps(e, spe) for e in decay_epochs], jnp.float32)
-    factor = float(config.get("decay_factor", 0.1))
+    factor = float(config.decay_factor)
 
     def main(step: jnp.ndarray) -> jnp.ndarray:
         passed = jnp.sum(step >= boundaries).astype(jnp.float32)
@@ -78,13 +78,13 @@ def _cosine_main(
                 "schedule 'cosine' needs its length: pass total_steps= or set config.optim.epochs"
             )
         total_steps = to_steps(config.epochs, spe)
-    start, end = to_steps(config.get("warmup_epochs", 0), spe), int(total_steps)
+    start, end = to_steps(config.warmup_epochs, spe), int(total_steps)
     if end <= start:
         raise ValueError(
             f"cosine schedule: total steps {end} must exceed the {start} warmup steps "
             "(config.optim.epochs / total_steps vs warmup_epochs)"
         )
-    final = lr * float(config.get("final_factor", 0.0))
+    final = lr * float(config.final_factor)
 
     def main(step: jnp.ndarray) -> jnp.ndarray:
         progress = jnp.clip((step - start) / (end - start), 0.0, 1.0)
@@ -124,8 +124,8 @@ def make_schedule(
     if name not in SCHEDULES:
         raise ValueError(f"config.optim.schedule={name!r}; expected one of {sorted(SCHEDULES)}")
     main = SCHEDULES[name](config_optim, lr, steps_per_epoch, total_steps)
-    warmup_steps = to_steps(config_optim.get("warmup_epochs", 0), steps_per_epoch)
-    warmup_factor = float(config_optim.get("warmup_factor", 0.01))
+    warmup_steps = to_steps(config_optim.warmup_epochs, steps_per_epoch)
+    warmup_factor = float(config_optim.warmup_factor)
 
     def schedule(step: jnp.ndarray) -> jnp.ndarray:
         step = jnp.asarray(step, jnp.float32)
@@ -152,12 +152,12 @@ def make_optimizer(
     if name not in OPTIMIZERS:
         raise ValueError(f"config.optim.name={name!r}; expected one of {OPTIMIZERS}")
     schedule = make_schedule(config_optim, steps_per_epoch, total_steps)
-    weight_decay = float(config_optim.get("weight_decay", 0.0))
-    clip = float(config_optim.get("grad_clip_norm", 0.0))
+    weight_decay = float(config_optim.weight_decay)
+    clip = float(config_optim.grad_clip_norm)
     adam = optax.scale_by_adam(
-        b1=float(config_optim.get("b1", 0.9)),
-        b2=float(config_optim.get("b2", 0.999)),
-        eps=float(config_optim.get("eps", 1e-8)),
+        b1=float(config_optim.b1),
+        b2=float(config_optim.b2),
+        eps=float(config_optim.eps),
     )
     chain = [optax.clip_by_global_norm(clip)] if clip > 0 else []
     if name == "adam":
@@ -165,7 +165,7 @@ def make_optimizer(
     else:
         chain += [adam, optax.add_decayed_weights(weight_decay)]
     chain.append(optax.scale_by_learning_rate(schedule))
-    layer_decay = float(config_optim.get("layer_decay", 1.0))
+    layer_decay = float(config_optim.layer_decay)
     if layer_decay != 1.0:
         chain.append(scale_by_layer_decay(layer_decay))
     return optax.chain(*chain)

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from reid_jax.config_base import base_config
 from reid_jax.fusion import FUSIONS, TemporalAvgPool, TemporalMaxPool, make_fusion
 from reid_jax.models.reid import ReIDModel, make_model
 from reid_jax.models.resnet import make_resnet
@@ -114,17 +115,11 @@ def test_jitted_forward_backward_has_finite_grads(tiny):
 
 
 def test_make_model_reads_config():
-    cfg = ml_collections.ConfigDict(
-        {
-            "arch": "resnet50",
-            "width": 8,
-            "last_stride": 2,
-            "fusion": "max",
-            "dtype": "bfloat16",
-            "fusion_kwargs": {},
-            "spatial_pool": "max",
-        }
-    )
+    cfg = base_config().model
+    cfg.update(
+        {"arch": "resnet50", "width": 8, "last_stride": 2, "fusion": "max", "dtype": "bfloat16",
+         "spatial_pool": "max"}
+    )  # fmt: skip
     model = make_model(cfg, num_classes=7)
     assert (model.arch, model.width, model.last_stride, model.fusion) == ("resnet50", 8, 2, "max")
     assert model.dtype == jnp.bfloat16 and model.num_classes == 7 and model.fusion_kwargs == ()

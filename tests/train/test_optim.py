@@ -6,11 +6,21 @@ import ml_collections
 import numpy as np
 import pytest
 
+from reid_jax.config_base import base_config
 from reid_jax.train.optim import current_lr, make_optimizer, make_schedule
+
+DROP = object()  # a key to remove from the defaults
 
 
 def _cfg(**kwargs) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(kwargs)
+    """``config.optim`` with config_base's defaults (the only place they live), then ``kwargs``."""
+    cfg = base_config().optim
+    for key, value in kwargs.items():
+        if value is DROP:
+            del cfg[key]
+        else:
+            cfg[key] = value
+    return cfg
 
 
 def test_step_schedule_with_warmup():
@@ -93,11 +103,11 @@ def test_grad_clip_applies_to_raw_gradient_and_warmup_reaches_optimizer():
     [
         (dict(name="sgd", lr=0.1, schedule="constant"), "sgd"),
         (dict(name="adam", lr=0.1, schedule="poly"), "poly"),
-        (dict(name="adam", schedule="constant"), "lr"),
+        (dict(name="adam", lr=DROP, schedule="constant"), "lr"),
         (dict(name="adam", lr=0.1, schedule="cosine"), "total_steps"),
         (dict(name="adam", lr=0.1, schedule="cosine", epochs=5, warmup_epochs=5), "epochs"),
         (dict(name="adam", lr=0.1, schedule="step", decay_epochs=[70, 40]), "decay_epochs"),
-        (dict(name="adam", lr=0.1, schedule="step"), "decay_epochs"),
+        (dict(name="adam", lr=0.1, schedule="step", decay_epochs=DROP), "decay_epochs"),
     ],
 )
 def test_bad_config_raises(cfg, match):

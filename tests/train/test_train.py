@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from reid_jax import parallel
+from reid_jax.config_base import ConfigError, check_ranges
 from reid_jax.data.pipeline import BadFrames
 from reid_jax.jobs.training import read_jsonl, train_and_evaluate
-from reid_jax.run import schedule_steps
+from reid_jax.run import build, interval_steps, load_config, schedule_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,6 +116,37 @@ def test_schedule_steps_converts_epochs_once():
     cfg.num_steps, cfg.num_epochs = -1, 10
     cfg.eval_every_epochs, cfg.eval_start_epochs = 4, 5
     assert schedule_steps(cfg, steps_per_epoch=3) == (30, [24, 30])
+
+
+def test_log_and_checkpoint_intervals_can_be_given_in_epochs():
+    cfg = _config()
+    assert interval_steps(cfg, "checkpoint.every_epochs", 5) == cfg.checkpoint.every_steps  # unset
+    cfg.checkpoint.every_epochs, cfg.log_every_epochs = 2.0, 0.4
+    assert interval_steps(cfg, "checkpoint.every_epochs", 5) == 10  # overrides every_steps
+    assert interval_steps(cfg, "log_every_epochs", 5) == 2  # round(0.4 * 5)
+    assert interval_steps(cfg, "checkpoint.every_epochs", 7) == 14
+    cfg.log_every_epochs = 0.05  # 0.25 steps
+    with pytest.raises(ConfigError, match=r"log_every_epochs=0.05 is 0 steps \(an epoch is 5 "):
+        interval_steps(cfg, "log_every_epochs", 5)
+    cfg.checkpoint.every_epochs = 0.0
+    with pytest.raises(ConfigError, match=r"checkpoint.every_epochs=0.0: expected > 0 epochs"):
+        check_ranges(cfg)
+    cfg.checkpoint.every_epochs, cfg.log_every_epochs = 3.0, None
+    run = build(cfg, "unused", num_classes=4, steps_per_epoch=5)  # what the loop reads
+    assert (run.checkpoint_every, run.log_every) == (15, cfg.log_every_steps)
+
+
+def test_a_run_saved_before_a_key_existed_loads_with_its_default(tmp_path):
+    """``run.load_config`` fills keys a run's config.json lacks from config_base (the only
+    place defaults live), keeping every value the run saved."""
+    saved = json.loads(_config().to_json_best_effort())
+    del saved["optim"]["eps"], saved["model"]["zero_init_residual"], saved["log_every_epochs"]
+    saved["optim"]["lr"] = 0.125
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    cfg = load_config(tmp_path)
+    added = (cfg.optim.eps, cfg.model.zero_init_residual, cfg.log_every_epochs)
+    assert added == (1e-8, False, None)
+    assert cfg.optim.lr == 0.125 and cfg.model.arch == _config().model.arch
 
 
 def test_bad_frames_are_counted_then_stop_the_run_with_their_names():
