@@ -38,9 +38,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m reid_jax.main --config configs/synth_mars_demo.py --workdir $(WORKDIR)
 
-# The fusion ablation of docs/experiments.md (lr grid + 66 short jobs, swaps, influence: ~76 min
-# estimated on 2 idle CPU cores from the per-job times there; ABLATION_FLAGS=--quick: a first look);
-# rerunning resumes. ABLATION_FLAGS e.g. '--seeds 2 --corruption_rates 0.15'.
+# The fusion ablation of docs/experiments.md (lr grid + 66 short jobs, two at a time, then swaps,
+# influence and the report: under 90 min on 2 CPU cores, measured there; ABLATION_FLAGS=--quick: a
+# first look); rerunning resumes. ABLATION_FLAGS e.g. '--seeds 2 --corruption_rates 0.15'.
 ABLATION_DIR ?= runs/ablation
 ABLATION_FLAGS ?=
 ablation: $(STAMP)

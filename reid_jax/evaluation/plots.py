@@ -30,7 +30,8 @@ def _pick(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 
 def cmc_plot(records: list[dict[str, Any]], variant: str, path: str | Path) -> Path:
-    """CMC curves of ``variant`` (e.g. "official") for up to ``MAX_CURVES`` checkpoints."""
+    """CMC curves of ``variant`` (e.g. "retrieval/official") for up to ``MAX_CURVES``
+    checkpoints."""
     records = [r for r in sorted(records, key=lambda r: r["step"]) if variant in r["cmc"]]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
     for r in _pick(records, MAX_CURVES):

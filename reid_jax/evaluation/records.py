@@ -1,8 +1,15 @@
-"""The evaluation job's records in ``WORKDIR/eval/``: one JSON per checkpoint, results.csv, tables.
+"""A run's evaluation results, one format for every job, in ``WORKDIR/eval/``.
 
-A checkpoint counts as evaluated when ``step_<N>.json`` exists with the same evaluation
-``settings`` (the test-time options that change the numbers); a restarted job skips it. Files
-are written atomically (temporary file, then rename), so a killed job never leaves half a record.
+A record is one JSON per evaluated step: ``{"format", "source", "step", "epoch", "settings",
+"metrics": {"<evaluator>/<variant>": {metric: value}}, "seconds"}`` (the evaluation job adds
+"cmc" and "camera_pairs"). The names are those of ``config.checkpoint.best_metric``, TensorBoard
+and results.csv: ``<evaluator>/<variant>/<metric>``, e.g. ``retrieval/official/mAP``. The
+training's evaluations are ``train_step_<N>.json``, the evaluation job's ``step_<N>.json``: the
+job counts a checkpoint as evaluated when its record has the same ``settings`` (the test-time
+options that change the numbers), so a restarted job skips it. Files are written atomically
+(temporary file, then rename): a killed job never leaves half a record. Records of format 1 (the
+evaluation job's before the training wrote this format: metrics keyed by variant only) are read
+as format 2 (``upgrade``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from reid_jax.evaluation import metrics
 
 EVAL_DIR = "eval"
 COLUMNS = ("mAP", "Rank1", "Rank5", "Rank10", "Rank20", "mINP")
+FORMAT = 2
+SOURCES = {"training": "train_step_", "evaluate": "step_"}  # who evaluated -> file prefix
 
 
 def eval_dir(workdir: str | Path) -> Path:
@@ -30,55 +39,97 @@ def eval_dir(workdir: str | Path) -> Path:
     return path
 
 
-def settings(config: Any) -> dict[str, Any]:
-    """The options that change evaluation numbers (a record made with others is redone)."""
-    ev = config.evals.retrieval.to_dict()
-    ev.pop("dump_weights", None)
+def settings(config: Any, names: list[str]) -> dict[str, Any]:
+    """The options of the evaluators ``names`` that change their numbers (a record made with
+    others is redone)."""
+    evals = {}
+    for name in names:
+        evals[name] = config.evals[name].to_dict()
+        evals[name].pop("dump_weights", None)
     d = config.data
     data = {k: d[k] for k in ("name", "split", "test_sampling", "seq_len", "height", "width")}
-    return json.loads(json.dumps({"evals": ev, "data": data}, default=list))
+    return json.loads(json.dumps({"evals": evals, "data": data}, default=list))
 
 
-def record_path(workdir: str | Path, step: int) -> Path:
-    """Where the record of ``step`` lives."""
-    return eval_dir(workdir) / f"step_{step}.json"
+def record_path(workdir: str | Path, step: int, source: str = "evaluate") -> Path:
+    """Where the record of ``step`` made by ``source`` (``SOURCES``) lives."""
+    return eval_dir(workdir) / f"{SOURCES[source]}{step}.json"
 
 
-def load(workdir: str | Path, current: dict[str, Any] | None = None) -> dict[int, dict]:
-    """Step -> record of every readable record (only those made with ``current`` settings)."""
+def load(
+    workdir: str | Path, current: dict[str, Any] | None = None, source: str = "evaluate",
+    evaluator: str = "retrieval",
+) -> dict[int, dict]:  # fmt: skip
+    """Step -> record of every readable record of ``source`` (only those made with ``current``
+    settings); format-1 records are read as made by ``evaluator`` (``upgrade``)."""
     out = {}
-    for path in sorted(eval_dir(workdir).glob("step_*.json")):
+    for path in sorted((Path(workdir) / EVAL_DIR).glob(f"{SOURCES[source]}*.json")):
         try:
-            record = json.loads(path.read_text())
+            record = upgrade(json.loads(path.read_text()), evaluator)
         except (json.JSONDecodeError, OSError):
             continue
-        if current is None or record.get("settings") == current:
+        if current is None or record["settings"] == current:
             out[int(record["step"])] = record
     return out
 
 
+def upgrade(record: dict[str, Any], evaluator: str) -> dict[str, Any]:
+    """A record of format 1 (the evaluation job's before format 2: metrics, CMC and settings of
+    its one evaluator, keyed by variant) as format 2, naming that evaluator."""
+    if record.get("format", 1) == FORMAT:
+        return record
+    record = dict(record, format=FORMAT, source="evaluate")
+    for key in ("metrics", "cmc"):
+        if key in record:
+            record[key] = {f"{evaluator}/{v}": m for v, m in record[key].items()}
+    if "settings" in record:
+        record["settings"] = dict(
+            record["settings"], evals={evaluator: record["settings"]["evals"]}
+        )
+    return record
+
+
 def make_record(step: int, epoch: float, results: dict[str, dict], cfg_settings: dict,
-                seconds: dict[str, float]) -> dict[str, Any]:  # fmt: skip
-    """A JSON-ready record: scalar metrics per variant, CMC curves, camera-pair matrices."""
-    record: dict[str, Any] = {"step": step, "epoch": epoch, "settings": cfg_settings}
-    record["metrics"] = {}
+                seconds: dict[str, float], evaluator: str) -> dict[str, Any]:  # fmt: skip
+    """The evaluation job's record: scalar metrics per variant of ``evaluator``, CMC curves,
+    camera-pair matrices."""
+    record = _new("evaluate", step, epoch, cfg_settings, seconds)
     record["cmc"] = {}
     for variant, res in results.items():
+        name = f"{evaluator}/{variant}"
         m = {"mAP": res["mAP"], "mINP": res["mINP"], "num_valid_queries": res["num_valid_queries"]}
         for r in (1, 5, 10, 20):
             m[f"Rank{r}"] = float(res["cmc"][r - 1])
-        record["metrics"][variant] = {k: float(v) for k, v in m.items()}
-        record["cmc"][variant] = [float(v) for v in res["cmc"]]
+        record["metrics"][name] = {k: float(v) for k, v in m.items()}
+        record["cmc"][name] = [float(v) for v in res["cmc"]]
         if "camera_pair_mAP" in res:
             record["camera_pairs"] = {
                 key: _nan_to_none(np.asarray(res[f"camera_pair_{key}"]))
                 for key in ("mAP", "rank1", "queries")
             }
-            record["metrics"][variant]["camera_pair_mAP_offdiag"] = float(
+            record["metrics"][name]["camera_pair_mAP_offdiag"] = float(
                 res["camera_pair_mAP_offdiag"]
             )
-    record["seconds"] = {k: round(float(v), 3) for k, v in seconds.items()}
     return record
+
+
+def scalars_record(step: int, epoch: float, scalars: dict[str, float], cfg_settings: dict,
+                   seconds: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """The training's record from its evaluators' ``<evaluator>/<variant>/<metric>`` scalars
+    (grouped at the last "/", so ``flat_metrics`` gives the same names back)."""
+    record = _new("training", step, epoch, cfg_settings, seconds)
+    for key, value in scalars.items():
+        group, _, metric = key.rpartition("/")
+        record["metrics"].setdefault(group, {})[metric] = float(value)
+    return record
+
+
+def _new(source: str, step: int, epoch: float, cfg_settings: dict, seconds: dict) -> dict:
+    return {
+        "format": FORMAT, "source": source, "step": int(step), "epoch": float(epoch),
+        "settings": cfg_settings, "metrics": {},
+        "seconds": {k: round(float(v), 3) for k, v in seconds.items()},
+    }  # fmt: skip
 
 
 def _nan_to_none(a: np.ndarray) -> list:
@@ -88,13 +139,13 @@ def _nan_to_none(a: np.ndarray) -> list:
 
 def save(workdir: str | Path, record: dict[str, Any]) -> Path:
     """Writes a record (atomically) and returns its path."""
-    path = record_path(workdir, record["step"])
+    path = record_path(workdir, record["step"], record["source"])
     files.atomic_write_text(path, json.dumps(record, indent=1))
     return path
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """``<variant>/<metric>`` -> value (the TensorBoard / CSV names)."""
+    """``<evaluator>/<variant>/<metric>`` -> value (the TensorBoard / CSV / best_metric names)."""
     return {f"{v}/{k}": val for v, m in record["metrics"].items() for k, val in m.items()}
 
 
@@ -120,10 +171,10 @@ def tables(records: list[dict[str, Any]], rerank: str = "") -> str:
     records = sorted(records, key=lambda r: r["step"])
     variants: list[str] = []
     for record in records:
-        variants += [v for v in record["metrics"] if v not in variants]
+        variants += [v for v, m in record["metrics"].items() if "mAP" in m and v not in variants]
     blocks = []
     for variant in variants:
-        protocol, _, post = variant.partition("+")
+        protocol, _, post = variant.rpartition("/")[2].partition("+")
         rows = []
         for r in records:
             if variant in r["metrics"]:

@@ -10,8 +10,9 @@ under seeds 1000..1009), the test-time swaps on every ``mean`` checkpoint of the
 the influence measures and diagnostics on seed 0 of every variant. ``--quick``: 2 seeds,
 2 control seeds, the first rate only, no grid (a first look, not the study).
 
-Jobs run one after another in this process through ``train_and_evaluate`` (each one scales out
-like any training job) in ``WORKDIR/runs/c<rate%>/<variant>/seed<i>``; a job's ``result.json`` is
+Jobs run through ``train_and_evaluate`` (each one scales out like any training job), ``--workers``
+at once in spawned processes (default 2; 1 = one after another in this process), in
+``WORKDIR/runs/c<rate%>/<variant>/seed<i>``; a job's ``result.json`` is
 written last, so rerunning the command resumes an interrupted job and skips finished ones. The
 first rate is the main table; the others form the corruption sweep. ``--base.<key>=<value>``
 overrides the base config for every job. Compiled programs are cached in ``WORKDIR/jax_cache``
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -38,6 +38,7 @@ from reid_jax.experiments import chunks as chunks_lib
 from reid_jax.experiments import frames, report, tables, validation
 from reid_jax.experiments import influence as influence_lib
 from reid_jax.experiments import swap as swap_lib
+from reid_jax.experiments.pool import JobPool, use_cache
 from reid_jax.experiments.variants import Variant, apply_variant, parse_variants
 from reid_jax.jobs.training import train_and_evaluate
 
@@ -83,6 +84,12 @@ _CACHE = flags.DEFINE_string(
     "compile_cache",
     "",
     "JAX compilation cache dir ('' = WORKDIR/jax_cache, 'none' = off).",
+)
+_WORKERS = flags.DEFINE_integer(
+    "workers",
+    2,
+    "Jobs trained at once, each in its own process (2 on 2 CPU cores: ~1.4x the throughput of "
+    "one; 1 = one after another in this process).",
 )
 flags.mark_flags_as_required(["base", "workdir"])
 
@@ -229,27 +236,46 @@ def choose_lr(scores: dict[float, float]) -> float:
     return best
 
 
-def lr_grid_search(base: Any, workdir: Path, variant: Variant, rate: float, grid: list[float]
-                   ) -> dict[str, Any]:  # fmt: skip
+def lr_grid_search(base: Any, workdir: Path, variant: Variant, rate: float, grid: list[float],
+                   pool: JobPool | None = None) -> dict[str, Any]:  # fmt: skip
     """Train ``variant`` (seed 0) at every lr of ``grid`` on the validation split carved from the
     training identities of the rate's SynthMARS tree; {"lr": the best, "scores": lr -> mAP}."""
-    main = job_config(base, variant, 0, rate)
-    prepare.ensure_prepared(main.data)  # renders the source tree if this is the first job
-    scores = {}
-    for lr in grid:
-        config = main.copy_and_resolve_references()
-        config.data.raw_dir = f"{main.data.raw_dir}_val"
-        config.data.data_dir = f"{main.data.data_dir}_val"
-        config.optim.lr = lr
-        validation.carve(main.data.raw_dir, config.data.raw_dir)
-        path = workdir / "lr_grid" / rate_tag(rate) / variant.dirname / f"lr{lr:g}"
-        if (path / RESULT).is_file():
-            result = json.loads((path / RESULT).read_text())
-        else:
+    return grid_search(base, workdir, [variant], rate, grid, pool)[variant.label]
+
+
+def grid_search(base: Any, workdir: Path, variants: list[Variant], rate: float,
+                grid: list[float], pool: JobPool | None = None
+                ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """``lr_grid_search`` of every variant, the jobs of all of them run through ``pool``."""
+    scores: dict[str, dict[float, float]] = {v.label: {} for v in variants}
+    tasks, keys = [], []
+    for variant in variants:
+        main = job_config(base, variant, 0, rate)
+        prepare.ensure_prepared(main.data)  # renders the source tree if this is the first job
+        for lr in grid:
+            config = main.copy_and_resolve_references()
+            config.data.raw_dir = f"{main.data.raw_dir}_val"
+            config.data.data_dir = f"{main.data.data_dir}_val"
+            config.optim.lr = lr
+            validation.carve(main.data.raw_dir, config.data.raw_dir)
+            prepare.ensure_prepared(config.data)  # here, not by two jobs at once
+            path = workdir / "lr_grid" / rate_tag(rate) / variant.dirname / f"lr{lr:g}"
+            if (path / RESULT).is_file():
+                result = json.loads((path / RESULT).read_text())
+                scores[variant.label][lr] = _score(result)
+                continue
             logging.info("lr grid: %s lr %g -> %s", variant.label, lr, path)
-            result = run_job(config, variant, 0, rate, path)
-        scores[lr] = float("nan") if result["mAP"] is None else result["mAP"]
-    return {"lr": choose_lr(scores), "scores": scores}
+            tasks.append((config, variant, 0, rate, path))
+            keys.append((variant.label, lr))
+    for (label, lr), out in zip(keys, (pool or JobPool()).run(run_job, tasks)):
+        if isinstance(out, Exception):
+            raise out
+        scores[label][lr] = _score(out)
+    return {label: {"lr": choose_lr(s), "scores": s} for label, s in scores.items()}
+
+
+def _score(result: dict[str, Any]) -> float:
+    return float("nan") if result["mAP"] is None else result["mAP"]
 
 
 def plan_jobs(variants: list[Variant], rates: list[float], seeds: int, sweep_seeds: int,
@@ -279,9 +305,12 @@ def run_ablation(
     swaps: bool = False,
     influence: bool = False,
     lr_grid: list[float] | None = None,
+    workers: int = 1,
+    cache: str = "none",
 ) -> dict[str, Any]:
-    """Run (or resume) every job (``plan_jobs``), the diagnostics, the test-time swaps on the
-    `mean` checkpoints of the first rate, the influence measures, and write the report."""
+    """Run (or resume) every job (``plan_jobs``; ``workers`` at once, ``JobPool``), the
+    diagnostics, the test-time swaps on the `mean` checkpoints of the first rate, the influence
+    measures, and write the report."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if seeds < 1:
@@ -292,28 +321,34 @@ def run_ablation(
     jobs = plan_jobs(variants, rates, seeds, sweep_seeds, control_seeds)
     results, failed = [], []
     t0 = time.monotonic()
-    lr_choice = {}
-    for variant in variants if lr_grid else []:
-        lr_choice[variant.label] = lr_grid_search(base, workdir, variant, rates[0], lr_grid)
-    for i, (rate, variant, seed, label, pair) in enumerate(jobs):
-        path = job_dir(workdir, variant, seed, rate)
-        if (path / RESULT).is_file():
-            results.append(json.loads((path / RESULT).read_text()))
+    pool = JobPool(workers, cache)
+    try:
+        lr_choice = grid_search(base, workdir, variants, rates[0], lr_grid, pool) if lr_grid else {}
+        tasks, todo = [], []
+        for i, (rate, variant, seed, label, pair) in enumerate(jobs):
+            path = job_dir(workdir, variant, seed, rate)
+            if (path / RESULT).is_file():
+                results.append(json.loads((path / RESULT).read_text()))
+                continue
+            logging.info("ablation job %d/%d: %s seed %d rate %g -> %s",
+                         i + 1, len(jobs), variant.label, seed, rate, path)  # fmt: skip
+            config = job_config(base, variant, seed, rate)
+            if variant.label in lr_choice:
+                config.optim.lr = lr_choice[variant.label]["lr"]
+            prepare.ensure_prepared(config.data)  # each rate's data once, before any job
+            tasks.append((config, variant, seed, rate, path, label, pair))
+            todo.append((variant, seed, rate, path))
+        outcomes = pool.run(run_job, tasks)
+    finally:
+        pool.close()
+    for (variant, seed, rate, path), out in zip(todo, outcomes):
+        if not isinstance(out, Exception):
+            results.append(out)
             continue
-        logging.info("ablation job %d/%d: %s seed %d rate %g -> %s",
-                     i + 1, len(jobs), variant.label, seed, rate, path)  # fmt: skip
-        config = job_config(base, variant, seed, rate)
-        if variant.label in lr_choice:
-            config.optim.lr = lr_choice[variant.label]["lr"]
-        try:
-            results.append(run_job(config, variant, seed, rate, path, label, pair))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as e:  # one broken variant must not lose the others' hours
-            logging.exception("ablation job %s failed", path)
-            (path / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
-            failed.append({"variant": variant.label, "seed": seed, "rate": rate,
-                           "error": f"{type(e).__name__}: {e}", "dir": str(path)})  # fmt: skip
+        logging.error("ablation job %s failed: %s: %s", path, type(out).__name__, out)
+        (path / "error.txt").write_text(f"{type(out).__name__}: {out}\n")
+        failed.append({"variant": variant.label, "seed": seed, "rate": rate,
+                       "error": f"{type(out).__name__}: {out}", "dir": str(path)})  # fmt: skip
     analyses = {}
     if analyze:
         for variant in variants:
@@ -350,9 +385,7 @@ def main(argv: list[str]) -> None:
     logs.quiet_libraries()
     workdir = Path(_WORKDIR.value)
     cache = _CACHE.value or str(workdir / "jax_cache")
-    if cache != "none":
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    use_cache(cache)
     try:
         variants = parse_variants(_FUSIONS.value)
         rates = parse_rates(_RATES.value)
@@ -369,7 +402,7 @@ def main(argv: list[str]) -> None:
     out = run_ablation(
         _BASE.value, workdir, variants, seeds, rates, _ANALYZE.value, sweep_seeds=sweep,
         control_seeds=seeds if control < 0 else control, swaps=_SWAPS.value,
-        influence=_INFLUENCE.value, lr_grid=grid or None,
+        influence=_INFLUENCE.value, lr_grid=grid or None, workers=_WORKERS.value, cache=cache,
     )  # fmt: skip
     print((workdir / "report.md").read_text())
     if out["failed"]:

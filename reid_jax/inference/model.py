@@ -203,7 +203,7 @@ def load(
     finally:
         manager.close()
     evaluator = RetrievalEvaluator(
-        retrieval_config(config), model=run.model, source=None, index=None, data_cfg=d,
+        retrieval_config(config)[1], model=run.model, source=None, index=None, data_cfg=d,
         mesh=run.mesh, process=run.process, workdir=workdir,
     )  # fmt: skip
     return Embedder(config, workdir, chosen, run.model, state, evaluator)

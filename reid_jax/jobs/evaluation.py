@@ -3,9 +3,11 @@ follow a running training (``watch``).
 
 For each selected checkpoint not yet evaluated with the current settings it restores the
 weights (read-only), extracts every test tracklet's feature, scores every variant and writes
-``WORKDIR/eval/step_<N>.json``, ``results.csv``, TensorBoard scalars (``WORKDIR/eval/
-tensorboard``), the PNGs and, on request, the features (``features_step<N>.npz``) and ranked
-lists (``ranked/step_<N>/index.html``). See docs/evaluation.md.
+``WORKDIR/eval/step_<N>.json`` (``evaluation.records``: the format the training's evaluations
+use too), ``results.csv``, TensorBoard scalars (``evaluate/<evaluator>/<variant>/<metric>`` in
+the run's ``WORKDIR/tensorboard``), the PNGs and, on request, the features
+(``features_step<N>.npz``) and ranked lists (``ranked/step_<N>/index.html``). See
+docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ class Options:
     force: bool = False  # re-evaluate checkpoints that already have a record
 
 
-def retrieval_config(config: Any) -> Any:
-    for cfg in config.evals.values():
+def retrieval_config(config: Any) -> tuple[str, Any]:
+    """(name, entry) of the first retrieval entry of ``config.evals``: what the job evaluates."""
+    for name, cfg in config.evals.items():
         if cfg.type == "retrieval":
-            return cfg
+            return name, cfg
     raise ValueError("config.evals has no entry of type 'retrieval' for the evaluation job")
 
 
@@ -58,18 +61,19 @@ class Job:
         self.workdir = Path(workdir)
         self.manager = run_lib.open_checkpoints(self.workdir)
         self.run = run_lib.setup(config, self.workdir)
+        self.name, cfg = retrieval_config(config)
         self.evaluator = RetrievalEvaluator(
-            retrieval_config(config), model=self.run.model, source=self.run.test_source,
+            cfg, model=self.run.model, source=self.run.test_source,
             index=self.run.test_index, data_cfg=config.data, mesh=self.run.mesh,
             process=self.run.process, workdir=self.workdir,
         )  # fmt: skip
-        self.settings = records.settings(config)
+        self.settings = records.settings(config, [self.name])
         self.lead = jax.process_index() == 0
-        self.writer = MetricWriter(records.eval_dir(self.workdir), self.run.total_steps)
+        self.writer = MetricWriter(self.workdir, self.run.total_steps)  # the run's one directory
 
     def done(self) -> dict[int, dict]:
         """Records made with the current settings (what a restarted job skips)."""
-        return records.load(self.workdir, self.settings)
+        return records.load(self.workdir, self.settings, evaluator=self.name)
 
     def targets(self, saved: list[int]) -> list[int]:
         """The saved steps selected by the options (ValueError naming unsaved epochs/steps)."""
@@ -91,7 +95,7 @@ class Job:
         t3 = time.perf_counter()
         epoch = self.run.epoch(step)
         seconds = {"restore": t1 - t0, "extract": t2 - t1, "score": t3 - t2}
-        record = records.make_record(step, epoch, results, self.settings, seconds)
+        record = records.make_record(step, epoch, results, self.settings, seconds, self.name)
         if self.lead:
             self._write(step, record, feats, results)
         logging.info(
@@ -107,7 +111,7 @@ class Job:
             self._export(out / f"features_step{step}.npz", feats)
         records.save(self.workdir, record)
         flat = records.flat_metrics(record)
-        self.writer.scalars(step, {"epoch": record["epoch"], **flat}, prefix="eval/")
+        self.writer.scalars(step, {"epoch": record["epoch"], **flat}, prefix="evaluate/")
         if self.options.plots and "camera_pairs" in record:
             plots.camera_pair_plot(record, out / f"camera_pairs_step{step}.png")
         self._ranked(step, results)
@@ -145,7 +149,8 @@ class Job:
         records.write_csv(self.workdir, done)
         if self.options.plots:
             for variant in done[-1]["cmc"]:
-                plots.cmc_plot(done, variant, out / f"cmc_{variant.replace('+', '_')}.png")
+                name = variant.rpartition("/")[2].replace("+", "_")
+                plots.cmc_plot(done, variant, out / f"cmc_{name}.png")
             plots.metrics_plot(done, out / "metrics_vs_epoch.png")
         c = self.evaluator.cfg
         text = records.tables(done, f" (k1={c.rerank_k1}, k2={c.rerank_k2}, "

@@ -30,6 +30,7 @@ from reid_jax import distributed, files, parallel
 from reid_jax import run as run_lib
 from reid_jax.data import pipeline
 from reid_jax.evaluation import metrics as metrics_lib
+from reid_jax.evaluation import records
 from reid_jax.evaluation.evaluators import make_evaluators
 from reid_jax.train import checkpoints, optim
 from reid_jax.train import state as state_lib
@@ -39,6 +40,7 @@ from reid_jax.train.writer import MetricWriter
 TRAIN_METRICS = "train_metrics.jsonl"  # process 0: {"step", loss, ...} at every log step
 DATA_ORDER = "data_order.jsonl"  # process 0, with config.log_data_order: {"step", "tracklets"}
 PREEMPTED = "PREEMPTED"  # written (with the step) when a run stops on a preemption notice
+LEGACY_HISTORY = "eval_history.json"  # the evaluations of runs from before eval/train_step_*.json
 
 
 class NonFiniteError(RuntimeError):
@@ -97,6 +99,9 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         (workdir / PREEMPTED).unlink(missing_ok=True)
         for name in (TRAIN_METRICS, DATA_ORDER):  # records past the restored step are redone
             _truncate_jsonl(workdir / name, start)
+        for step in records.load(workdir, source="training"):
+            if step > start:
+                records.record_path(workdir, step, "training").unlink()
 
     abstract, model, tx = run.abstract_state, run.model, run.tx
     schedule = optim.make_schedule(config.optim, spe, total_steps)  # the logged learning rate
@@ -126,12 +131,16 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     writer = MetricWriter(workdir, total_steps)
     bad = pipeline.BadFrames(run.train_source, data_cfg.max_bad_frames)
     watch = distributed.PreemptionWatch()
+    settings = records.settings(config, list(config.evals))
+    evaluate = functools.partial(
+        _evaluate, evaluators, workdir=workdir, spe=spe, writer=writer, settings=settings
+    )
     # Evaluations past the restored step are redone, so drop them from the record.
-    history = [h for h in _load_history(workdir) if h["step"] <= start]
+    history = [h for h in load_history(workdir) if h["step"] <= start]
     if _agree(start in eval_steps and all(h["step"] != start for h in history)):
         # The previous run was preempted at an evaluation step before evaluating it.
-        history.append(_evaluate(evaluators, state, start, spe, writer))
-        _write_history(workdir, history, config)
+        history.append(evaluate(state, start))
+        _write_results(workdir, history, config)
     step_metrics: list[dict[str, jax.Array]] = []
     unchecked: list[tuple[int, dict[str, jax.Array]]] = []  # steps not yet checked finite
     preempted = False
@@ -165,9 +174,9 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                 break
             metrics = None
             if step in eval_steps:
-                metrics = _evaluate(evaluators, state, step, spe, writer)
+                metrics = evaluate(state, step)
                 history.append(metrics)
-                _write_history(workdir, history, config)
+                _write_results(workdir, history, config)
             if metrics is not None or step % run.checkpoint_every == 0:
                 best = {"mAP": metrics[config.checkpoint.best_metric]} if metrics else None
                 checkpoints.save(manager, step, state, train_iter, best)
@@ -252,17 +261,33 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def _evaluate(evaluators, state, step: int, spe: int, writer: MetricWriter) -> dict[str, float]:
+def _evaluate(evaluators, state, step: int, *, workdir: Path, spe: int, writer: MetricWriter,
+              settings: dict) -> dict[str, Any]:  # fmt: skip
+    """Runs every evaluator; writes the step's record (process 0) and TensorBoard scalars, and
+    returns the history entry (``history_entry``)."""
     t0 = time.perf_counter()
-    out: dict[str, float] = {"step": step, "epoch": step / spe}
+    scalars: dict[str, float] = {}
     for name, evaluator in evaluators.items():
         for key, value in evaluator.run(state):
-            out[f"{name}/{key}"] = value
-    out["eval_seconds"] = time.perf_counter() - t0
+            scalars[f"{name}/{key}"] = value
+    seconds = {"evaluate": time.perf_counter() - t0}
+    record = records.scalars_record(step, step / spe, scalars, settings, seconds)
+    if jax.process_index() == 0:
+        records.save(workdir, record)
+    out = history_entry(record)
     writer.scalars(step, {k: v for k, v in out.items() if k not in ("step",)}, prefix="eval/")
     shown = ", ".join(f"{k}={v:.4f}" for k, v in out.items() if "mAP" in k or "Rank1" in k)
     logging.info("eval at step %d (epoch %.1f): %s", step, step / spe, shown)
     return out
+
+
+def history_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A training record as the flat dict ``train_and_evaluate`` returns: step, epoch, every
+    ``<evaluator>/<variant>/<metric>`` and ``eval_seconds``."""
+    return {
+        "step": record["step"], "epoch": record["epoch"], **records.flat_metrics(record),
+        "eval_seconds": record["seconds"]["evaluate"],
+    }  # fmt: skip
 
 
 def results_table(history: list[dict[str, float]], config: Any) -> str:
@@ -283,13 +308,21 @@ def results_table(history: list[dict[str, float]], config: Any) -> str:
     return "\n\n".join(blocks)
 
 
-def _load_history(workdir: Path) -> list[dict[str, float]]:
-    path = workdir / "eval_history.json"
-    return json.loads(path.read_text()) if path.exists() else []
+def load_history(workdir: str | Path) -> list[dict[str, Any]]:
+    """The training's evaluations (``eval/train_step_<N>.json``) as history entries, in step
+    order, with those of a run written before these records (its ``eval_history.json`` of the
+    same entries)."""
+    workdir = Path(workdir)
+    entries = {s: history_entry(r) for s, r in records.load(workdir, source="training").items()}
+    legacy = workdir / LEGACY_HISTORY
+    if legacy.is_file():  # its steps that have no record (a record is newer)
+        logging.info("reading %s (a run from before eval/train_step_<N>.json)", legacy)
+        for entry in json.loads(legacy.read_text()):
+            entries.setdefault(int(entry["step"]), entry)
+    return [entries[s] for s in sorted(entries)]
 
 
-def _write_history(workdir: Path, history: list[dict[str, float]], config: Any) -> None:
-    if jax.process_index() != 0:
-        return
-    files.atomic_write_text(workdir / "eval_history.json", json.dumps(history, indent=1))
-    (workdir / "results.md").write_text(results_table(history, config) + "\n")
+def _write_results(workdir: Path, history: list[dict[str, Any]], config: Any) -> None:
+    """results.md: the research note's table of every evaluation so far (process 0)."""
+    if jax.process_index() == 0:
+        files.atomic_write_text(workdir / "results.md", results_table(history, config) + "\n")

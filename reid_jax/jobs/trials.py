@@ -39,8 +39,8 @@ def trial_dirs(workdir: str | Path, ids: list[int]) -> dict[int, Path]:
 
 
 def aggregate(per_trial: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per epoch evaluated in every trial: {"epoch", "trials", "<variant>/<metric>": (mean,
-    std)} over the trials."""
+    """Per epoch evaluated in every trial: {"epoch", "trials", "<evaluator>/<variant>/<metric>":
+    (mean, std)} over the trials."""
     by_epoch = [{round(r["epoch"], 6): r for r in recs} for recs in per_trial.values()]
     common = sorted(set.intersection(*(set(b) for b in by_epoch))) if by_epoch else []
     rows = []
@@ -59,7 +59,7 @@ def table(rows: list[dict[str, Any]], ids: list[int]) -> str:
     """Markdown: one block per variant, cells "mean ± std" in percent."""
     if not rows:
         return "No epoch was evaluated in every trial.\n"
-    variants = list(dict.fromkeys(k.split("/")[0] for k in rows[0] if "/" in k))
+    variants = list(dict.fromkeys(k.rpartition("/")[0] for k in rows[0] if "/" in k))
     blocks = [f"Mean ± std (sample, ddof=1) over {len(ids)} trial(s): {ids}"]
     for variant in variants:
         cols = [c for c in records.COLUMNS if f"{variant}/{c}" in rows[0]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -47,13 +48,13 @@ def test_job_writes_records_then_a_restart_skips_them(trained, monkeypatch, caps
     final = out["history"][-1]
     for protocol in ("official", "legacy", "appended"):
         for key in ("mAP", "Rank1", "Rank5", "mINP"):
-            got = done[-1]["metrics"][protocol][key]
+            got = done[-1]["metrics"][f"retrieval/{protocol}"][key]
             assert got == pytest.approx(final[f"retrieval/{protocol}/{key}"], abs=1e-9)
-    assert done[-1]["epoch"] == 1.5 and len(done[-1]["cmc"]["official"]) == 50
+    assert done[-1]["epoch"] == 1.5 and len(done[-1]["cmc"]["retrieval/official"]) == 50
     assert len(done[-1]["camera_pairs"]["mAP"]) == 6  # SynthMARS has MARS's 6 cameras
     ev = workdir / "eval"
     csv_lines = (ev / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[0].startswith("step,epoch,official/mAP")
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("step,epoch,retrieval/official/mAP")
     printed = capsys.readouterr().out
     assert "| epoch | mAP | Rank1 | Rank5 | Rank10 | Rank20 | mINP |" in printed
     assert "Protocol: official" in printed and "| 1.5 |" in printed
@@ -69,7 +70,10 @@ def test_job_writes_records_then_a_restart_skips_them(trained, monkeypatch, caps
         not np.any(feats["gallery_pids"] == -1)
         and not feats["is_query"][feats["gallery_index"]].any()
     )
-    assert any((ev / "tensorboard").iterdir())
+    # One TensorBoard directory per run: the job's scalars go beside the training's.
+    assert not (ev / "tensorboard").exists()
+    tags = _tensorboard_tags(workdir / "tensorboard")
+    assert {"evaluate/retrieval/official/mAP", "eval/retrieval/official/mAP"} <= tags
     stamp = (ev / "step_2.json").stat().st_mtime_ns
 
     # Restarted with --all: only the checkpoint not yet evaluated (step 1) is evaluated.
@@ -87,7 +91,24 @@ def test_job_writes_records_then_a_restart_skips_them(trained, monkeypatch, caps
         normalised, workdir, job_lib.Options(steps=[3], ranked_queries="", plots=False)
     )
     assert seen == [3]
-    assert json.loads((ev / "step_3.json").read_text())["settings"]["evals"]["normalize"] is True
+    settings = json.loads((ev / "step_3.json").read_text())["settings"]
+    assert settings["evals"]["retrieval"]["normalize"] is True
+
+
+def _tensorboard_tags(directory) -> set[str]:
+    """Scalar tags of every event file in ``directory`` (TFRecord framing: length, its CRC, the
+    Event proto, its CRC)."""
+    from tensorboardX.proto import event_pb2  # noqa: PLC0415
+
+    tags = set()
+    for events in directory.glob("events.out.tfevents.*"):
+        data, i = events.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            tags |= {v.tag for v in event.summary.value}
+            i += 12 + n + 4
+    return tags
 
 
 def test_unsaved_epoch_is_named_with_the_saved_ones(trained):
@@ -180,9 +201,9 @@ def test_trials_report_mean_and_std(trained, tmp_path):
         trials.evaluate_trials(cfg, tmp_path, job_lib.Options())
     (tmp_path / "split_0").symlink_to(workdir)  # SynthMARS has one fixed split: trial 0
     rows = trials.evaluate_trials(cfg, tmp_path, job_lib.Options(steps=[3], ranked_queries=""))
-    mean, std = rows[-1]["official/mAP"]
+    mean, std = rows[-1]["retrieval/official/mAP"]
     expected = json.loads((workdir / "eval" / "step_3.json").read_text())
-    assert (mean, std) == (pytest.approx(expected["metrics"]["official"]["mAP"]), 0.0)
+    assert (mean, std) == (pytest.approx(expected["metrics"]["retrieval/official"]["mAP"]), 0.0)
     assert "± 0.0%" in (tmp_path / "eval" / "trials.md").read_text()
     with pytest.raises(ValueError, match="trials 0..0"):
         trials.evaluate_trials(cfg, tmp_path, job_lib.Options(), trial_ids=[3])
@@ -190,11 +211,11 @@ def test_trials_report_mean_and_std(trained, tmp_path):
 
 def test_trial_aggregation_by_hand():
     def rec(epoch, m):
-        return {"epoch": epoch, "metrics": {"official": {"mAP": m, "Rank1": m / 2}}}
+        return {"epoch": epoch, "metrics": {"retrieval/official": {"mAP": m, "Rank1": m / 2}}}
 
     per_trial = {0: [rec(1.0, 0.2), rec(2.0, 0.5)], 1: [rec(2.0, 0.7)], 2: [rec(2.0, 0.6)]}
     rows = trials.aggregate(per_trial)
     assert [r["epoch"] for r in rows] == [2.0]  # epoch 1 is missing from trials 1 and 2
-    assert rows[0]["official/mAP"] == pytest.approx((0.6, 0.1))  # sample std of .5, .7, .6
-    assert rows[0]["official/Rank1"] == pytest.approx((0.3, 0.05))
+    assert rows[0]["retrieval/official/mAP"] == pytest.approx((0.6, 0.1))  # std of .5, .7, .6
+    assert rows[0]["retrieval/official/Rank1"] == pytest.approx((0.3, 0.05))
     assert "| 2 | 60.0 ± 10.0% | 30.0 ± 5.0% |" in trials.table(rows, [0, 1, 2])

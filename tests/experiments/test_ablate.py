@@ -47,8 +47,9 @@ def ablation(tmp_path_factory):
     variants = parse_variants("mean,cosine_center:mode=flat")
     # No A/A control job (a third training, ~25 s): plan_jobs places it (below) and run_job
     # passes its label and pair through; test_report checks its row from made-up results.
+    # Two jobs at once in spawned processes, as `make ablation` runs them (--workers 2).
     out = ablate.run_ablation(base, tmp / "abl", variants, seeds=1, rates=[0.3], control_seeds=0,
-                              swaps=True, influence=True)  # fmt: skip
+                              swaps=True, influence=True, workers=2)  # fmt: skip
     return base, variants, tmp / "abl", out
 
 
@@ -135,6 +136,24 @@ def test_rerun_reuses_the_diagnostics(ablation):
     out = ablate.run_ablation(base, workdir, variants, seeds=1, rates=[0.3])
     assert done.stat().st_mtime_ns == before
     assert out["analyses"]["mean"]["centred"]["cos_auc"].keys() >= {"any"}
+
+
+def _fails_on_odd(x: int) -> int:
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x * 10
+
+
+def test_job_pool_keeps_order_and_returns_failures_in_place():
+    pool = ablate.JobPool(workers=2)
+    try:
+        out = pool.run(_fails_on_odd, [(4,), (1,), (2,)])
+    finally:
+        pool.close()
+    assert out[0] == 40 and out[2] == 20 and isinstance(out[1], ValueError)
+    assert [str(o) for o in ablate.JobPool().run(_fails_on_odd, [(3,)])] == ["odd 3"]
+    with pytest.raises(ValueError, match="--workers=0"):
+        ablate.JobPool(workers=0)
 
 
 def test_choose_lr():

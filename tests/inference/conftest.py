@@ -22,7 +22,7 @@ def evaluated(trained):
     state = run_lib.restore(manager, run, 3)
     manager.close()
     ev = RetrievalEvaluator(
-        retrieval_config(cfg), model=run.model, source=run.test_source, index=run.test_index,
+        retrieval_config(cfg)[1], model=run.model, source=run.test_source, index=run.test_index,
         data_cfg=cfg.data, mesh=run.mesh, process=run.process,
     )  # fmt: skip
     return cfg, workdir, run.test_source, run.test_index, ev.features(state)

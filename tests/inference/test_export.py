@@ -110,7 +110,7 @@ def _random_embedder(fusion: str):
     state = TrainState(np.int32(0), v["params"], v.get("batch_stats", {}), None)
     mesh = parallel.make_mesh(cfg.mesh)
     ev = RetrievalEvaluator(
-        retrieval_config(cfg), model=model, source=None, index=None, data_cfg=cfg.data,
+        retrieval_config(cfg)[1], model=model, source=None, index=None, data_cfg=cfg.data,
         mesh=mesh, process=parallel.process_slice(mesh, 4),
     )  # fmt: skip
     return Embedder(cfg, "random", 0, model, state, ev)

@@ -29,7 +29,6 @@ fail otherwise).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import random
 import re
@@ -45,7 +44,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from reid_jax.data import prepare
-from reid_jax.jobs.training import read_jsonl
+from reid_jax.jobs.training import load_history, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "launch" / "local.sh"
@@ -207,10 +206,7 @@ def test_one_and_four_devices_in_two_processes_give_the_same_losses(layouts):
     assert orders["1x1"] == orders["2x2"]
     assert [len(o["tracklets"]) for o in orders["1x1"]] == [8] * STEPS
     # Evaluation: features embedded on every device, gathered to each process; same metrics.
-    maps = {
-        name: json.loads((run.workdir / "eval_history.json").read_text())[-1]
-        for name, run in layouts.items()
-    }
+    maps = {name: load_history(run.workdir)[-1] for name, run in layouts.items()}
     for key in ("retrieval/official/mAP", "retrieval/legacy/mAP", "retrieval/legacy/Rank1"):
         assert maps["2x2"][key] == pytest.approx(maps["1x1"][key], abs=1e-4), key
 

@@ -19,7 +19,7 @@ import pytest
 from reid_jax import parallel
 from reid_jax.config_base import ConfigError, check_ranges
 from reid_jax.data.pipeline import BadFrames
-from reid_jax.jobs.training import read_jsonl, train_and_evaluate
+from reid_jax.jobs.training import load_history, read_jsonl, train_and_evaluate
 from reid_jax.run import build, interval_steps, load_config, schedule_steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,14 @@ def test_train_and_evaluate_reports_both_protocols(straight):
         assert final[f"retrieval/{protocol}/Rank1"] <= final[f"retrieval/{protocol}/Rank5"]
     table = (workdir / "results.md").read_text()
     assert "| epoch | mAP | Rank1 | Rank5 |" in table and "official" in table and "legacy" in table
-    assert json.loads((workdir / "eval_history.json").read_text())[0]["step"] == 4
+    # One results format: the evaluation is eval/train_step_4.json, a record as the evaluation
+    # job writes, under the names best_metric and TensorBoard use.
+    record = json.loads((workdir / "eval" / "train_step_4.json").read_text())
+    assert (record["format"], record["source"], record["step"]) == (2, "training", 4)
+    assert record["metrics"]["retrieval/official"]["mAP"] == final["retrieval/official/mAP"]
+    assert record["settings"]["evals"]["retrieval"]["protocols"] == ["official", "legacy",
+                                                                      "appended"]  # fmt: skip
+    assert load_history(workdir) == out["history"] and not (workdir / "eval_history.json").exists()
     assert {p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()} >= {"4"}
     assert any((workdir / "tensorboard").iterdir())
     assert [r["step"] for r in read_jsonl(workdir / "train_metrics.jsonl")] == [1, 2, 3, 4]
@@ -134,6 +141,18 @@ def test_log_and_checkpoint_intervals_can_be_given_in_epochs():
     cfg.checkpoint.every_epochs, cfg.log_every_epochs = 3.0, None
     run = build(cfg, "unused", num_classes=4, steps_per_epoch=5)  # what the loop reads
     assert (run.checkpoint_every, run.log_every) == (15, cfg.log_every_steps)
+
+
+def test_a_run_from_before_the_records_keeps_its_history(straight, tmp_path):
+    """A workdir written before eval/train_step_<N>.json (its evaluations in eval_history.json,
+    the same flat entries) still reads, merged with the records written since."""
+    _, out = straight
+    (new,) = out["history"]
+    old = {**new, "step": 2, "epoch": new["epoch"] / 2, "retrieval/official/mAP": 0.25}
+    (tmp_path / "eval_history.json").write_text(json.dumps([old]))
+    assert load_history(tmp_path) == [old]
+    shutil.copytree(straight[0] / "eval", tmp_path / "eval")
+    assert load_history(tmp_path) == [old, new]
 
 
 def test_a_run_saved_before_a_key_existed_loads_with_its_default(tmp_path):
