@@ -19,7 +19,7 @@ from reid_jax.jobs import evaluation as job_lib
 from reid_jax.jobs import trials
 from reid_jax.train import checkpoints
 
-from .conftest import ROOT
+from .conftest import ROOT, tiny_config
 
 # Orbax's background readers report their closed event loops when garbage-collected, in
 # whichever test happens to run then: noise, not a failure of these tests.
@@ -109,6 +109,25 @@ def _tensorboard_tags(directory) -> set[str]:
             tags |= {v.tag for v in event.summary.value}
             i += 12 + n + 4
     return tags
+
+
+def test_a_record_of_the_first_format_reads_as_the_current_one(tmp_path):
+    """The evaluation job's records from before the training wrote this format (metrics, CMC
+    and settings of its one evaluator, keyed by variant) still count as done: read as format 2."""
+    cfg = tiny_config((str(tmp_path / "raw"), str(tmp_path / "tfds")))
+    current = records.settings(cfg, ["retrieval"])
+    old = {"step": 3, "epoch": 1.5, "settings": {**current, "evals": current["evals"]["retrieval"]},
+           "metrics": {"official": {"mAP": 0.5, "Rank1": 0.25}}, "cmc": {"official": [0.25, 1.0]},
+           "seconds": {"extract": 1.0}}  # fmt: skip
+    records.eval_dir(tmp_path)
+    (tmp_path / "eval" / "step_3.json").write_text(json.dumps(old))
+    (got,) = records.load(tmp_path, current).values()
+    assert (got["format"], got["source"], got["step"]) == (2, "evaluate", 3)
+    assert got["metrics"] == {"retrieval/official": {"mAP": 0.5, "Rank1": 0.25}}
+    assert got["cmc"] == {"retrieval/official": [0.25, 1.0]}
+    assert records.flat_metrics(got) == {"retrieval/official/mAP": 0.5,
+                                         "retrieval/official/Rank1": 0.25}  # fmt: skip
+    assert records.load(tmp_path, current, source="training") == {}  # not the training's
 
 
 def test_unsaved_epoch_is_named_with_the_saved_ones(trained):
