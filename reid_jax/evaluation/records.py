@@ -66,9 +66,10 @@ def load(
     for path in sorted((Path(workdir) / EVAL_DIR).glob(f"{SOURCES[source]}*.json")):
         try:
             record = upgrade(json.loads(path.read_text()), evaluator)
-        except (json.JSONDecodeError, OSError):
-            continue
-        if current is None or record["settings"] == current:
+            matches = current is None or record["settings"] == current
+        except (json.JSONDecodeError, OSError, KeyError, TypeError):
+            continue  # unreadable: as if absent (a job evaluates that step again)
+        if matches:
             out[int(record["step"])] = record
     return out
 
@@ -76,7 +77,7 @@ def load(
 def upgrade(record: dict[str, Any], evaluator: str) -> dict[str, Any]:
     """A record of format 1 (the evaluation job's before format 2: metrics, CMC and settings of
     its one evaluator, keyed by variant) as format 2, naming that evaluator."""
-    if record.get("format", 1) == FORMAT:
+    if record.get("format", 1) >= FORMAT:
         return record
     record = dict(record, format=FORMAT, source="evaluate")
     for key in ("metrics", "cmc"):

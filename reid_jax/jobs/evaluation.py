@@ -69,7 +69,8 @@ class Job:
         )  # fmt: skip
         self.settings = records.settings(config, [self.name])
         self.lead = jax.process_index() == 0
-        self.writer = MetricWriter(self.workdir, self.run.total_steps)  # the run's one directory
+        # The run's one TensorBoard directory, in an event file of its own beside the training's.
+        self.writer = MetricWriter(self.workdir, self.run.total_steps, suffix=".evaluate")
 
     def done(self) -> dict[int, dict]:
         """Records made with the current settings (what a restarted job skips)."""

@@ -10,16 +10,20 @@ from absl import logging
 
 
 class MetricWriter:
-    """Writes scalars to ``WORKDIR/tensorboard`` and a compact progress line to the log."""
+    """Writes scalars to ``WORKDIR/tensorboard`` and a compact progress line to the log.
 
-    def __init__(self, workdir: str | Path, total_steps: int):
+    ``suffix`` ends the event file's name: the file is named by the second it was opened and the
+    host, so another job writing to the same directory (the evaluation job beside the training)
+    needs its own suffix not to open the same file."""
+
+    def __init__(self, workdir: str | Path, total_steps: int, suffix: str = ""):
         self.total_steps = total_steps
         self.enabled = jax.process_index() == 0
         self._tb = None
         if self.enabled:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), filename_suffix=suffix)
         self._t0 = time.perf_counter()
         self._last = (self._t0, 0)
 

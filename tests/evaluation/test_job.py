@@ -73,6 +73,7 @@ def test_job_writes_records_then_a_restart_skips_them(trained, monkeypatch, caps
     # One TensorBoard directory per run: the job's scalars go beside the training's.
     assert not (ev / "tensorboard").exists()
     tags = _tensorboard_tags(workdir / "tensorboard")
+    assert any(p.name.endswith(".evaluate") for p in (workdir / "tensorboard").iterdir())
     assert {"evaluate/retrieval/official/mAP", "eval/retrieval/official/mAP"} <= tags
     stamp = (ev / "step_2.json").stat().st_mtime_ns
 
