@@ -330,7 +330,7 @@ def run_ablation(
             if (path / RESULT).is_file():
                 results.append(json.loads((path / RESULT).read_text()))
                 continue
-            logging.info("ablation job %d/%d: %s seed %d rate %g -> %s",
+            logging.info("ablation job %d/%d queued: %s seed %d rate %g -> %s",
                          i + 1, len(jobs), variant.label, seed, rate, path)  # fmt: skip
             config = job_config(base, variant, seed, rate)
             if variant.label in lr_choice:
@@ -345,7 +345,7 @@ def run_ablation(
         if not isinstance(out, Exception):
             results.append(out)
             continue
-        logging.error("ablation job %s failed: %s: %s", path, type(out).__name__, out)
+        logging.error("ablation job %s failed", path, exc_info=out)  # with its traceback
         (path / "error.txt").write_text(f"{type(out).__name__}: {out}\n")
         failed.append({"variant": variant.label, "seed": seed, "rate": rate,
                        "error": f"{type(out).__name__}: {out}", "dir": str(path)})  # fmt: skip
