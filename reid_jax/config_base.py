@@ -230,16 +230,20 @@ INTERVALS_IN_EPOCHS = {
 }
 
 
+def get_key(config: ml_collections.ConfigDict, key: str):
+    """The value of a dotted key, e.g. ``get_key(config, "checkpoint.every_steps")``."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
 def check_ranges(config: ml_collections.ConfigDict) -> None:
     """ConfigError naming the first numeric key outside the range that can run (``RANGES``), a
     probability outside [0, 1], a non-positive learning rate, a duration with no step, or an
     unknown fusion or fusion option (``check_fusion``)."""
 
     def get(key: str):
-        node = config
-        for part in key.split("."):
-            node = node[part]
-        return node
+        return get_key(config, key)
 
     for key, low, meaning in RANGES:
         value = get(key)

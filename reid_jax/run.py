@@ -80,9 +80,9 @@ def interval_steps(config: Any, epochs_key: str, steps_per_epoch: int) -> int:
     or in steps (the key ``config_base.INTERVALS_IN_EPOCHS`` pairs with it), as steps: the epoch
     value, when set, through ``sampling.to_steps``. ConfigError if it rounds to no step."""
     steps_key = config_base.INTERVALS_IN_EPOCHS[epochs_key]
-    epochs = _get(config, epochs_key)
+    epochs = config_base.get_key(config, epochs_key)
     if epochs is None:
-        return int(_get(config, steps_key))
+        return int(config_base.get_key(config, steps_key))
     steps = sampling.to_steps(epochs, steps_per_epoch)
     if steps < 1:
         raise config_base.ConfigError(
@@ -90,12 +90,6 @@ def interval_steps(config: Any, epochs_key: str, steps_per_epoch: int) -> int:
             "steps): expected at least one step"
         )
     return steps
-
-
-def _get(config: Any, key: str) -> Any:
-    for part in key.split("."):
-        config = config[part]
-    return config
 
 
 def setup(config: Any, workdir: str | Path) -> Run:

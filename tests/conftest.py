@@ -4,7 +4,6 @@ per session for every folder that uses it (evaluation, inference)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -55,10 +54,9 @@ def pytest_collection_modifyitems(config, items):
 def tiny_config(data_dirs: tuple[str, str]):
     """The demo config's "tiny" variant on ``data_dirs`` (raw, tfds): 3 steps, a checkpoint at
     every step (all kept), one evaluation at the end, constant LR."""
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "configs" / "synth_mars_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config("tiny")
+    from reid_jax.config_base import load_config_file  # noqa: PLC0415 (jax after the flags above)
+
+    cfg = load_config_file(ROOT / "configs" / "synth_mars_demo.py", "tiny")
     cfg.data.raw_dir, cfg.data.data_dir = data_dirs
     cfg.num_steps = 3
     cfg.eval_every_epochs = 0

@@ -12,7 +12,6 @@ cost ~3 minutes of the suite's 15 for nothing those miss.
 """
 
 import functools
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -22,6 +21,7 @@ import pytest
 
 from reid_jax import parallel
 from reid_jax import run as run_lib
+from reid_jax.config_base import load_config_file
 from reid_jax.data import builders, pipeline, sampling, transforms
 from reid_jax.evaluation.evaluators import RetrievalEvaluator
 from reid_jax.fusion import FUSIONS
@@ -33,10 +33,7 @@ DEMO = Path(__file__).resolve().parents[2] / "configs" / "synth_mars_demo.py"
 
 
 def _demo_config():
-    spec = importlib.util.spec_from_file_location("synth_mars_demo", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("tiny")
+    return load_config_file(DEMO, "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ fail otherwise).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import re
@@ -43,6 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from reid_jax.config_base import load_config_file
 from reid_jax.data import prepare
 from reid_jax.jobs.training import load_history, read_jsonl
 
@@ -58,10 +58,7 @@ LAYOUTS = {  # name: (processes, devices per process, mesh overrides)
 
 
 def _tiny_config():
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "configs" / "synth_mars_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("tiny")
+    return load_config_file(ROOT / "configs" / "synth_mars_demo.py", "tiny")
 
 
 @pytest.fixture(scope="module")

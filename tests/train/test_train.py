@@ -3,7 +3,6 @@ CLI's config lock."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from reid_jax import parallel
-from reid_jax.config_base import ConfigError, check_ranges
+from reid_jax.config_base import ConfigError, check_ranges, load_config_file
 from reid_jax.data.pipeline import BadFrames
 from reid_jax.jobs.training import load_history, read_jsonl, train_and_evaluate
 from reid_jax.run import build, interval_steps, load_config, schedule_steps
@@ -26,10 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config():
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "configs" / "synth_mars_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("tiny")
+    return load_config_file(ROOT / "configs" / "synth_mars_demo.py", "tiny")
 
 
 @pytest.fixture(scope="module")
